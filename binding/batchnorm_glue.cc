@@ -1,0 +1,113 @@
+// Node-API entry points for batch norm. Arguments are positional (the
+// TypeScript layer gives them names) to keep per-call overhead low on small
+// tensors.
+#include "dispatch.h"
+#include "glue.h"
+
+namespace bnkit::glue {
+namespace {
+
+BnLayout layoutArg(const Napi::CallbackInfo& info, size_t first) {
+  BnLayout l;
+  l.batch = size(info, first, "batch");
+  l.channels = size(info, first + 1, "channels");
+  l.spatial = size(info, first + 2, "spatial");
+  l.channelsLast = flag(info, first + 3, "channelsLast");
+  product(info.Env(), {l.batch, l.channels, l.spatial});
+  return l;
+}
+
+std::string shapeText(const BnLayout& l) {
+  return "[batch=" + std::to_string(l.batch) + ", channels=" + std::to_string(l.channels) +
+         ", spatial=" + std::to_string(l.spatial) + "]";
+}
+
+float epsArg(const Napi::CallbackInfo& info, size_t i) {
+  const double eps = number(info, i, "eps");
+  if (!(eps > 0)) throwRange(info.Env(), "eps must be > 0, got " + std::to_string(eps));
+  return static_cast<float>(eps);
+}
+
+// (x, y, batch, channels, spatial, channelsLast, gamma, beta, eps, relu,
+//  saveMean, saveInvstd, runningMean, runningVar, factor)
+Napi::Value ForwardTrain(const Napi::CallbackInfo& info) {
+  BnForwardTrainArgs a;
+  a.layout = layoutArg(info, 2);
+  const int64_t n = a.layout.elements(), c = a.layout.channels;
+  if (a.layout.perChannel() <= 1) {
+    throwRange(info.Env(), "Expected more than 1 value per channel when training, got input of shape " +
+                               shapeText(a.layout));
+  }
+  a.x = floats(info, 0, "x", n);
+  a.y = floats(info, 1, "y", n);
+  a.gamma = optionalFloats(info, 6, "gamma", c);
+  a.beta = optionalFloats(info, 7, "beta", c);
+  a.eps = epsArg(info, 8);
+  a.relu = flag(info, 9, "relu");
+  a.saveMean = floats(info, 10, "saveMean", c);
+  a.saveInvstd = floats(info, 11, "saveInvstd", c);
+  float* runningMean = optionalFloats(info, 12, "runningMean", c);
+  float* runningVar = optionalFloats(info, 13, "runningVar", c);
+  const double factor = number(info, 14, "momentum");
+  if (factor < 0 || factor > 1) throwRange(info.Env(), "momentum must be in [0, 1], got " + std::to_string(factor));
+  // Double per channel: a thread-local vector would do, but C is small and
+  // this keeps the kernel free of allocation policy.
+  std::vector<double> variance(static_cast<size_t>(c));
+  a.batchVariance = variance.data();
+  activeKernels().batchNorm.forwardTrain(a);
+  if (runningMean || runningVar) updateRunningStats(a, static_cast<float>(factor), runningMean, runningVar);
+  return info.Env().Undefined();
+}
+
+// (x, y, batch, channels, spatial, channelsLast, mean, var, gamma, beta, eps, relu)
+Napi::Value ForwardEval(const Napi::CallbackInfo& info) {
+  BnForwardEvalArgs a;
+  a.layout = layoutArg(info, 2);
+  const int64_t n = a.layout.elements(), c = a.layout.channels;
+  a.x = floats(info, 0, "x", n);
+  a.y = floats(info, 1, "y", n);
+  a.mean = floats(info, 6, "runningMean", c);
+  a.variance = floats(info, 7, "runningVar", c);
+  a.gamma = optionalFloats(info, 8, "gamma", c);
+  a.beta = optionalFloats(info, 9, "beta", c);
+  a.eps = epsArg(info, 10);
+  a.relu = flag(info, 11, "relu");
+  for (int64_t i = 0; i < c; ++i) {
+    if (!(a.variance[i] >= 0)) {
+      throwRange(info.Env(), "runningVar[" + std::to_string(i) + "] must be >= 0, got " + std::to_string(a.variance[i]));
+    }
+  }
+  activeKernels().batchNorm.forwardEval(a);
+  return info.Env().Undefined();
+}
+
+// (x, dy, dx, batch, channels, spatial, channelsLast, mean, invstd, gamma, beta,
+//  relu, batchStatistics, dgamma, dbeta)
+Napi::Value Backward(const Napi::CallbackInfo& info) {
+  BnBackwardArgs a;
+  a.layout = layoutArg(info, 3);
+  const int64_t n = a.layout.elements(), c = a.layout.channels;
+  a.x = floats(info, 0, "x", n);
+  a.dy = floats(info, 1, "dy", n);
+  a.dx = optionalFloats(info, 2, "dx", n);
+  a.mean = floats(info, 7, "mean", c);
+  a.invstd = floats(info, 8, "invstd", c);
+  a.gamma = optionalFloats(info, 9, "gamma", c);
+  a.beta = optionalFloats(info, 10, "beta", c);
+  a.relu = flag(info, 11, "relu");
+  a.batchStatistics = flag(info, 12, "batchStatistics");
+  a.dgamma = optionalFloats(info, 13, "dgamma", c);
+  a.dbeta = optionalFloats(info, 14, "dbeta", c);
+  activeKernels().batchNorm.backward(a);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void registerBatchNorm(Napi::Env env, Napi::Object exports) {
+  exports.Set("batchNormForwardTrain", Napi::Function::New(env, ForwardTrain, "batchNormForwardTrain"));
+  exports.Set("batchNormForwardEval", Napi::Function::New(env, ForwardEval, "batchNormForwardEval"));
+  exports.Set("batchNormBackward", Napi::Function::New(env, Backward, "batchNormBackward"));
+}
+
+}  // namespace bnkit::glue

@@ -1,0 +1,95 @@
+// Argument validation shared by every Node-API entry point. Each helper
+// throws a JavaScript TypeError/RangeError naming the argument, so kernels can
+// trust what they receive.
+#pragma once
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bnkit::glue {
+
+inline std::string describe(const Napi::Value& v) {
+  if (v.IsNull()) return "null";
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsTypedArray()) {
+    static const char* names[] = {"Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array",
+                                  "Int32Array", "Uint32Array", "Float32Array", "Float64Array", "BigInt64Array",
+                                  "BigUint64Array"};
+    const auto type = v.As<Napi::TypedArray>().TypedArrayType();
+    return static_cast<size_t>(type) < sizeof(names) / sizeof(*names) ? names[type] : "a typed array";
+  }
+  if (v.IsArray()) return "an Array";
+  if (v.IsNumber()) return "the number " + v.ToString().Utf8Value();
+  if (v.IsString()) return "a string";
+  if (v.IsBoolean()) return "a boolean";
+  return "an object";
+}
+
+[[noreturn]] inline void throwType(Napi::Env env, const std::string& message) {
+  throw Napi::TypeError::New(env, message);
+}
+[[noreturn]] inline void throwRange(Napi::Env env, const std::string& message) {
+  throw Napi::RangeError::New(env, message);
+}
+
+// A Float32Array of exactly `length` elements (any length when length < 0).
+inline float* floats(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
+  const Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throwType(info.Env(), std::string(name) + " must be a Float32Array, got " + describe(v));
+  }
+  auto array = v.As<Napi::Float32Array>();
+  if (length >= 0 && static_cast<int64_t>(array.ElementLength()) != length) {
+    throwRange(info.Env(), std::string(name) + " has " + std::to_string(array.ElementLength()) +
+                               " elements, expected " + std::to_string(length));
+  }
+  return array.Data();
+}
+
+// Like floats(), but null/undefined gives nullptr.
+inline float* optionalFloats(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
+  const Napi::Value v = info[i];
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  return floats(info, i, name, length);
+}
+
+inline double number(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  const Napi::Value v = info[i];
+  if (!v.IsNumber()) throwType(info.Env(), std::string(name) + " must be a number, got " + describe(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) throwRange(info.Env(), std::string(name) + " must be finite, got " + std::to_string(d));
+  return d;
+}
+
+// A positive integer small enough that products of sizes cannot overflow.
+inline int64_t size(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t minimum = 1) {
+  const double d = number(info, i, name);
+  if (d != std::floor(d) || d < static_cast<double>(minimum) || d > 9007199254740991.0) {
+    throwRange(info.Env(), std::string(name) + " must be an integer >= " + std::to_string(minimum) + ", got " +
+                               info[i].ToString().Utf8Value());
+  }
+  return static_cast<int64_t>(d);
+}
+
+inline bool flag(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  const Napi::Value v = info[i];
+  if (!v.IsBoolean()) throwType(info.Env(), std::string(name) + " must be a boolean, got " + describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+// n1 * n2 * ... with an explicit overflow check (shapes come from users).
+inline int64_t product(Napi::Env env, std::initializer_list<int64_t> dims) {
+  int64_t total = 1;
+  for (int64_t d : dims) {
+    if (d != 0 && total > INT64_MAX / d) throwRange(env, "tensor shape is too large");
+    total *= d;
+  }
+  return total;
+}
+
+void registerBatchNorm(Napi::Env env, Napi::Object exports);
+
+}  // namespace bnkit::glue

@@ -1,0 +1,80 @@
+// Batch-norm kernel interface shared by every ISA. Kernels trust their
+// arguments: the Node-API glue validates shapes and values once per call.
+#pragma once
+#include <cstdint>
+
+namespace bnkit {
+
+// Planar (NCHW, NC L, and NC with spatial = 1): x[(n * channels + c) * spatial + s].
+// Channels-last (NHWC, NLC):                   x[(n * spatial + s) * channels + c].
+struct BnLayout {
+  int64_t batch = 0;
+  int64_t channels = 0;
+  int64_t spatial = 1;
+  bool channelsLast = false;
+
+  int64_t perChannel() const { return batch * spatial; }
+  int64_t elements() const { return batch * channels * spatial; }
+};
+
+struct BnForwardTrainArgs {
+  BnLayout layout;
+  const float* x = nullptr;
+  float* y = nullptr;
+  const float* gamma = nullptr;  // nullptr means 1 (affine = false)
+  const float* beta = nullptr;   // nullptr means 0
+  float eps = 1e-5f;
+  bool relu = false;
+  float* saveMean = nullptr;     // [C] batch mean, for backward
+  float* saveInvstd = nullptr;   // [C] 1 / sqrt(biased var + eps)
+  double* batchVariance = nullptr;  // [C] biased variance, for running stats
+};
+
+struct BnForwardEvalArgs {
+  BnLayout layout;
+  const float* x = nullptr;
+  float* y = nullptr;
+  const float* mean = nullptr;      // [C] running mean
+  const float* variance = nullptr;  // [C] running variance
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  float eps = 1e-5f;
+  bool relu = false;
+};
+
+struct BnBackwardArgs {
+  BnLayout layout;
+  const float* x = nullptr;
+  const float* dy = nullptr;
+  float* dx = nullptr;              // may be nullptr when only parameter gradients are wanted
+  const float* mean = nullptr;      // [C] the mean and invstd the forward pass used
+  const float* invstd = nullptr;
+  const float* gamma = nullptr;
+  const float* beta = nullptr;      // needed with relu: the mask is recomputed from x
+  bool relu = false;
+  // true: the statistics came from this batch (training), so dx gets the terms
+  // through mean and variance; false: they were constants (eval mode).
+  bool batchStatistics = true;
+  float* dgamma = nullptr;          // [C], overwritten; may be nullptr
+  float* dbeta = nullptr;           // [C], overwritten; may be nullptr
+};
+
+struct BatchNormKernels {
+  void (*forwardTrain)(const BnForwardTrainArgs& args);
+  void (*forwardEval)(const BnForwardEvalArgs& args);
+  void (*backward)(const BnBackwardArgs& args);
+};
+
+extern const BatchNormKernels kBatchNormScalar;
+extern const BatchNormKernels kBatchNormAvx2;
+extern const BatchNormKernels kBatchNormAvx512;
+extern const BatchNormKernels kBatchNormNeon;
+
+// Running-statistics update after a training forward (PyTorch rule):
+// running = (1 - factor) * running + factor * batch, with the unbiased
+// variance n / (n - 1). factor is momentum, or 1 / numBatchesTracked for a
+// cumulative average.
+void updateRunningStats(const BnForwardTrainArgs& args, float factor, float* runningMean,
+                        float* runningVar);
+
+}  // namespace bnkit

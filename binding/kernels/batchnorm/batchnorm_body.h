@@ -1,0 +1,509 @@
+// The batch-norm algorithm, written once over a vector wrapper V and
+// instantiated by each ISA's translation unit (batchnorm_<isa>.cc).
+//
+// Memory traffic is the design constraint (DESIGN.md section 3):
+//  - Planar (NCHW): one thread owns a channel. Its statistics come from chunks
+//    of <= kChunkElements values that stay in L1 for a two-pass (sum, then
+//    centred squares) estimate merged with Chan's formula in double; the
+//    channel is then normalized while it is still in L2, so DRAM sees one read
+//    of x and one write of y. Backward does the same with (x, dy) -> dx.
+//  - Channels-last (NHWC, and NC with no spatial axis): rows are cut into
+//    fixed chunks, each yielding per-channel partials that are merged in chunk
+//    order, so results do not depend on the number of threads.
+#pragma once
+#include <cstdint>
+
+#include "../scratch.h"
+#include "../simd/vector_loop.h"
+#include "../threadpool.h"
+#include "batchnorm.h"
+#include "moments.h"
+
+namespace bnkit {
+namespace {
+
+using simd::loadN;
+using simd::storeN;
+using simd::vectorLoop;
+
+// 16 KiB of floats: two passes over a chunk hit L1 on every target core.
+constexpr int64_t kChunkElements = 4096;
+// Below this much work per thread, waking another thread costs more than it saves.
+constexpr int64_t kMinElementsPerThread = 16384;
+
+// Chunks of one planar channel: either several whole segments (small spatial
+// size) or one segment cut into near-equal pieces. The plan depends only on the
+// shape, never on the thread count.
+struct PlanarChunks {
+  int64_t batch, spatial, segmentsPerChunk, piecesPerSegment, pieceLength;
+
+  PlanarChunks(int64_t batchSize, int64_t spatialSize) : batch(batchSize), spatial(spatialSize) {
+    if (spatial >= kChunkElements) {
+      segmentsPerChunk = 1;
+      piecesPerSegment = (spatial + kChunkElements - 1) / kChunkElements;
+      pieceLength = (spatial + piecesPerSegment - 1) / piecesPerSegment;
+    } else {
+      segmentsPerChunk = kChunkElements / spatial;
+      piecesPerSegment = 1;
+      pieceLength = spatial;
+    }
+  }
+
+  // visit(firstSegment, endSegment, firstOffset, endOffset)
+  template <class Visit>
+  void forEach(Visit&& visit) const {
+    for (int64_t n0 = 0; n0 < batch; n0 += segmentsPerChunk) {
+      const int64_t n1 = n0 + segmentsPerChunk < batch ? n0 + segmentsPerChunk : batch;
+      for (int64_t s0 = 0; s0 < spatial; s0 += pieceLength) {
+        const int64_t s1 = s0 + pieceLength < spatial ? s0 + pieceLength : spatial;
+        visit(n0, n1, s0, s1);
+      }
+    }
+  }
+};
+
+// The normalized value (before ReLU): one expression shared by forward and by
+// backward's ReLU mask so both see exactly the same sign.
+template <class V>
+inline typename V::Reg affine(typename V::Reg x, typename V::Reg mean, typename V::Reg scale,
+                              typename V::Reg beta) {
+  return V::fma(V::sub(x, mean), scale, beta);
+}
+
+template <class V>
+Moments planarChannelMoments(const float* channel, int64_t segmentStride, const PlanarChunks& plan) {
+  using Reg = typename V::Reg;
+  Moments total;
+  plan.forEach([&](int64_t n0, int64_t n1, int64_t s0, int64_t s1) {
+    const int64_t length = s1 - s0;
+    Reg acc[4];
+    simd::zero4<V>(acc);
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* p = channel + n * segmentStride + s0;
+      vectorLoop<V>(length, [&](auto full, int slot, int64_t i, int64_t valid) {
+        acc[slot] = V::add(acc[slot], loadN<V>(full, p + i, valid, 0.0f));
+      });
+    }
+    const double count = static_cast<double>((n1 - n0) * length);
+    const float pivot = static_cast<float>(simd::reduceAdd4<V>(acc) / count);
+    const Reg pivotV = V::set1(pivot);
+    Reg dev[4], sq[4];
+    simd::zero4<V>(dev);
+    simd::zero4<V>(sq);
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* p = channel + n * segmentStride + s0;
+      vectorLoop<V>(length, [&](auto full, int slot, int64_t i, int64_t valid) {
+        const Reg t = V::sub(loadN<V>(full, p + i, valid, pivot), pivotV);
+        dev[slot] = V::add(dev[slot], t);
+        sq[slot] = V::fma(t, t, sq[slot]);
+      });
+    }
+    total = mergeMoments(total, momentsAroundPivot(count, pivot, simd::reduceAdd4<V>(dev),
+                                                   simd::reduceAdd4<V>(sq)));
+  });
+  return total;
+}
+
+template <class V>
+void planarNormalize(const float* x, float* y, int64_t batch, int64_t segmentStride, int64_t spatial,
+                     float mean, float scale, float beta, bool relu) {
+  using Reg = typename V::Reg;
+  const Reg meanV = V::set1(mean), scaleV = V::set1(scale), betaV = V::set1(beta), zeroV = V::zero();
+  for (int64_t n = 0; n < batch; ++n) {
+    const float* xs = x + n * segmentStride;
+    float* ys = y + n * segmentStride;
+    if (relu) {
+      vectorLoop<V>(spatial, [&](auto full, int, int64_t i, int64_t valid) {
+        const Reg v = affine<V>(loadN<V>(full, xs + i, valid, 0.0f), meanV, scaleV, betaV);
+        storeN<V>(full, ys + i, V::max(v, zeroV), valid);
+      });
+    } else {
+      vectorLoop<V>(spatial, [&](auto full, int, int64_t i, int64_t valid) {
+        storeN<V>(full, ys + i, affine<V>(loadN<V>(full, xs + i, valid, 0.0f), meanV, scaleV, betaV), valid);
+      });
+    }
+  }
+}
+
+inline int64_t channelGrain(int64_t perChannel) {
+  const int64_t grain = kMinElementsPerThread / (perChannel > 0 ? perChannel : 1);
+  return grain > 1 ? grain : 1;
+}
+
+inline bool usesRows(const BnLayout& layout) { return layout.channelsLast || layout.spatial == 1; }
+
+// ---- channels-last helpers -------------------------------------------------
+
+struct RowChunks {
+  int64_t rows, rowsPerChunk, count;
+  RowChunks(int64_t rowCount, int64_t channels) : rows(rowCount) {
+    rowsPerChunk = kChunkElements / channels;
+    if (rowsPerChunk < 1) rowsPerChunk = 1;
+    count = (rows + rowsPerChunk - 1) / rowsPerChunk;
+  }
+  int64_t begin(int64_t chunk) const { return chunk * rowsPerChunk; }
+  int64_t end(int64_t chunk) const {
+    const int64_t e = (chunk + 1) * rowsPerChunk;
+    return e < rows ? e : rows;
+  }
+};
+
+// Walks channels in blocks of up to four vectors so per-channel accumulators
+// live in registers while the rows of a chunk stream past.
+// visit(firstChannel, vectorsInBlock, validLanesInLastVector)
+template <class V, class Visit>
+inline void forEachChannelBlock(int64_t channels, Visit&& visit) {
+  constexpr int64_t L = V::kLanes;
+  for (int64_t c0 = 0; c0 < channels; c0 += 4 * L) {
+    const int64_t width = channels - c0 < 4 * L ? channels - c0 : 4 * L;
+    visit(c0, static_cast<int>((width + L - 1) / L), width - ((width - 1) / L) * L);
+  }
+}
+
+template <class V>
+inline typename V::Reg loadLane(const float* p, int k, int vectors, int64_t lastValid, float fill) {
+  return k + 1 < vectors ? V::load(p + k * V::kLanes) : V::loadPartial(p + k * V::kLanes, lastValid, fill);
+}
+
+// Per-chunk, per-channel moments of channels-last data: records[chunk * C + c].
+template <class V>
+void rowChunkMoments(const float* x, int64_t channels, const RowChunks& chunks, int64_t chunk,
+                     Moments* records) {
+  using Reg = typename V::Reg;
+  constexpr int64_t L = V::kLanes;
+  const int64_t r0 = chunks.begin(chunk), r1 = chunks.end(chunk);
+  const double count = static_cast<double>(r1 - r0);
+  forEachChannelBlock<V>(channels, [&](int64_t c0, int vectors, int64_t lastValid) {
+    Reg acc[4];
+    simd::zero4<V>(acc);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = x + r * channels + c0;
+      for (int k = 0; k < vectors; ++k) acc[k] = V::add(acc[k], loadLane<V>(row, k, vectors, lastValid, 0.0f));
+    }
+    alignas(64) float pivot[4 * L];
+    const Reg inverseCount = V::set1(static_cast<float>(1.0 / count));
+    for (int k = 0; k < vectors; ++k) V::store(pivot + k * L, V::mul(acc[k], inverseCount));
+    Reg pivotV[4], dev[4], sq[4];
+    for (int k = 0; k < vectors; ++k) {
+      pivotV[k] = V::load(pivot + k * L);
+      dev[k] = V::zero();
+      sq[k] = V::zero();
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = x + r * channels + c0;
+      for (int k = 0; k < vectors; ++k) {
+        const Reg t = V::sub(loadLane<V>(row, k, vectors, lastValid, 0.0f), pivotV[k]);
+        dev[k] = V::add(dev[k], t);
+        sq[k] = V::fma(t, t, sq[k]);
+      }
+    }
+    alignas(64) float devs[4 * L], sqs[4 * L];
+    for (int k = 0; k < vectors; ++k) {
+      V::store(devs + k * L, dev[k]);
+      V::store(sqs + k * L, sq[k]);
+    }
+    const int64_t width = (vectors - 1) * L + lastValid;
+    Moments* out = records + chunk * channels + c0;
+    for (int64_t j = 0; j < width; ++j) out[j] = momentsAroundPivot(count, pivot[j], devs[j], sqs[j]);
+  });
+}
+
+// Per-channel constants of the affine map, laid out for vector loads.
+struct ChannelAffine {
+  float* mean;
+  float* scale;
+  float* beta;
+};
+
+inline ChannelAffine channelAffineScratch(float* base, int64_t channels) {
+  return ChannelAffine{base, base + channels, base + 2 * channels};
+}
+
+template <class V>
+void rowsNormalize(const float* x, float* y, int64_t rows, int64_t channels, const ChannelAffine& a,
+                   bool relu) {
+  using Reg = typename V::Reg;
+  const int64_t grain = kMinElementsPerThread / channels + 1;
+  parallelForEach(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    const Reg zeroV = V::zero();
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * channels;
+      float* yr = y + r * channels;
+      vectorLoop<V>(channels, [&](auto full, int, int64_t c, int64_t valid) {
+        Reg v = affine<V>(loadN<V>(full, xr + c, valid, 0.0f), loadN<V>(full, a.mean + c, valid, 0.0f),
+                          loadN<V>(full, a.scale + c, valid, 0.0f), loadN<V>(full, a.beta + c, valid, 0.0f));
+        if (relu) v = V::max(v, zeroV);
+        storeN<V>(full, yr + c, v, valid);
+      });
+    }
+  });
+}
+
+// ---- forward, training -----------------------------------------------------
+
+template <class V>
+void finishChannelStats(const BnForwardTrainArgs& a, int64_t c, const Moments& m) {
+  const double variance = m.count > 0 ? m.m2 / m.count : 0.0;
+  a.saveMean[c] = static_cast<float>(m.mean);
+  a.saveInvstd[c] = invstdFromVariance(variance, a.eps);
+  if (a.batchVariance) a.batchVariance[c] = variance;
+}
+
+template <class V>
+void forwardTrainPlanar(const BnForwardTrainArgs& a) {
+  const BnLayout& l = a.layout;
+  const PlanarChunks plan(l.batch, l.spatial);
+  const int64_t stride = l.channels * l.spatial;
+  parallelForEach(0, l.channels, channelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* xc = a.x + c * l.spatial;
+      finishChannelStats<V>(a, c, planarChannelMoments<V>(xc, stride, plan));
+      const float scale = channelScale(a.gamma, c, a.saveInvstd[c]);
+      planarNormalize<V>(xc, a.y + c * l.spatial, l.batch, stride, l.spatial, a.saveMean[c], scale,
+                         channelBeta(a.beta, c), a.relu);
+    }
+  });
+}
+
+template <class V>
+void forwardTrainRows(const BnForwardTrainArgs& a) {
+  const BnLayout& l = a.layout;
+  const int64_t rows = l.perChannel(), channels = l.channels;
+  const RowChunks chunks(rows, channels);
+  auto* records = static_cast<Moments*>(
+      scratchBytes(sizeof(Moments) * chunks.count * channels + sizeof(float) * 3 * channels + 64));
+  float* affineBase = reinterpret_cast<float*>(records + chunks.count * channels);
+  const ChannelAffine affineConsts = channelAffineScratch(affineBase, channels);
+  parallelForEach(0, chunks.count, kMinElementsPerThread / (chunks.rowsPerChunk * channels) + 1,
+                  [&](int64_t k0, int64_t k1) {
+                    for (int64_t k = k0; k < k1; ++k) rowChunkMoments<V>(a.x, channels, chunks, k, records);
+                  });
+  parallelForEach(0, channels, 64, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      Moments m;
+      for (int64_t k = 0; k < chunks.count; ++k) m = mergeMoments(m, records[k * channels + c]);
+      finishChannelStats<V>(a, c, m);
+      affineConsts.mean[c] = a.saveMean[c];
+      affineConsts.scale[c] = channelScale(a.gamma, c, a.saveInvstd[c]);
+      affineConsts.beta[c] = channelBeta(a.beta, c);
+    }
+  });
+  rowsNormalize<V>(a.x, a.y, rows, channels, affineConsts, a.relu);
+}
+
+template <class V>
+void forwardTrain(const BnForwardTrainArgs& a) {
+  if (usesRows(a.layout)) {
+    forwardTrainRows<V>(a);
+  } else {
+    forwardTrainPlanar<V>(a);
+  }
+}
+
+// ---- forward, eval ---------------------------------------------------------
+
+template <class V>
+void forwardEval(const BnForwardEvalArgs& a) {
+  const BnLayout& l = a.layout;
+  const int64_t channels = l.channels;
+  const ChannelAffine consts = channelAffineScratch(static_cast<float*>(scratchBytes(sizeof(float) * 3 * channels)), channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    consts.mean[c] = a.mean[c];
+    consts.scale[c] = channelScale(a.gamma, c, invstdFromVariance(a.variance[c], a.eps));
+    consts.beta[c] = channelBeta(a.beta, c);
+  }
+  if (usesRows(l)) {
+    rowsNormalize<V>(a.x, a.y, l.perChannel(), channels, consts, a.relu);
+    return;
+  }
+  const int64_t segments = l.batch * channels;
+  const int64_t grain = kMinElementsPerThread / l.spatial + 1;
+  parallelForEach(0, segments, grain, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t c = s % channels;
+      planarNormalize<V>(a.x + s * l.spatial, a.y + s * l.spatial, 1, 0, l.spatial, consts.mean[c],
+                         consts.scale[c], consts.beta[c], a.relu);
+    }
+  });
+}
+
+// ---- backward --------------------------------------------------------------
+
+// dx = k * dy' + b * (x - mean) + c0, where dy' is dy under the ReLU mask.
+struct GradCoefficients {
+  float k, b, c0;
+};
+
+inline GradCoefficients gradCoefficients(const BnBackwardArgs& a, int64_t c, double sumDy, double sumDyXc,
+                                         double count) {
+  const double invstd = a.invstd[c];
+  if (a.dbeta) a.dbeta[c] = static_cast<float>(sumDy);
+  if (a.dgamma) a.dgamma[c] = static_cast<float>(sumDyXc * invstd);
+  const double k = channelScale(a.gamma, c, a.invstd[c]);
+  if (!a.batchStatistics) return GradCoefficients{static_cast<float>(k), 0.0f, 0.0f};
+  return GradCoefficients{static_cast<float>(k), static_cast<float>(-k * invstd * invstd * sumDyXc / count),
+                          static_cast<float>(-k * sumDy / count)};
+}
+
+template <class V>
+inline typename V::Reg maskedDy(bool relu, typename V::Reg x, typename V::Reg dy, typename V::Reg mean,
+                                typename V::Reg scale, typename V::Reg beta) {
+  return relu ? V::selectPositive(affine<V>(x, mean, scale, beta), dy) : dy;
+}
+
+template <class V>
+void backwardPlanar(const BnBackwardArgs& a) {
+  using Reg = typename V::Reg;
+  const BnLayout& l = a.layout;
+  const PlanarChunks plan(l.batch, l.spatial);
+  const int64_t stride = l.channels * l.spatial;
+  const double count = static_cast<double>(l.perChannel());
+  parallelForEach(0, l.channels, channelGrain(l.perChannel()), [&](int64_t ca, int64_t cb) {
+    for (int64_t c = ca; c < cb; ++c) {
+      const int64_t offset = c * l.spatial;
+      const float mean = a.mean[c];
+      const Reg meanV = V::set1(mean);
+      const Reg scaleV = V::set1(channelScale(a.gamma, c, a.invstd[c]));
+      const Reg betaV = V::set1(channelBeta(a.beta, c));
+      double sumDy = 0, sumDyXc = 0;
+      plan.forEach([&](int64_t n0, int64_t n1, int64_t s0, int64_t s1) {
+        Reg accDy[4], accDyXc[4];
+        simd::zero4<V>(accDy);
+        simd::zero4<V>(accDyXc);
+        for (int64_t n = n0; n < n1; ++n) {
+          const float* xs = a.x + offset + n * stride + s0;
+          const float* dys = a.dy + offset + n * stride + s0;
+          vectorLoop<V>(s1 - s0, [&](auto full, int slot, int64_t i, int64_t valid) {
+            const Reg xv = loadN<V>(full, xs + i, valid, mean);
+            const Reg dyv = maskedDy<V>(a.relu, xv, loadN<V>(full, dys + i, valid, 0.0f), meanV, scaleV, betaV);
+            accDy[slot] = V::add(accDy[slot], dyv);
+            accDyXc[slot] = V::fma(dyv, V::sub(xv, meanV), accDyXc[slot]);
+          });
+        }
+        sumDy += simd::reduceAdd4<V>(accDy);
+        sumDyXc += simd::reduceAdd4<V>(accDyXc);
+      });
+      const GradCoefficients g = gradCoefficients(a, c, sumDy, sumDyXc, count);
+      if (!a.dx) continue;
+      const Reg kV = V::set1(g.k), bV = V::set1(g.b), c0V = V::set1(g.c0);
+      for (int64_t n = 0; n < l.batch; ++n) {
+        const float* xs = a.x + offset + n * stride;
+        const float* dys = a.dy + offset + n * stride;
+        float* dxs = a.dx + offset + n * stride;
+        vectorLoop<V>(l.spatial, [&](auto full, int, int64_t i, int64_t valid) {
+          const Reg xv = loadN<V>(full, xs + i, valid, 0.0f);
+          const Reg dyv = maskedDy<V>(a.relu, xv, loadN<V>(full, dys + i, valid, 0.0f), meanV, scaleV, betaV);
+          storeN<V>(full, dxs + i, V::fma(kV, dyv, V::fma(bV, V::sub(xv, meanV), c0V)), valid);
+        });
+      }
+    }
+  });
+}
+
+template <class V>
+void backwardRows(const BnBackwardArgs& a) {
+  using Reg = typename V::Reg;
+  constexpr int64_t L = V::kLanes;
+  const BnLayout& l = a.layout;
+  const int64_t rows = l.perChannel(), channels = l.channels;
+  const RowChunks chunks(rows, channels);
+  // records[k * C + c] = {sum dy', sum dy' * (x - mean)} of chunk k
+  auto* records = static_cast<double*>(
+      scratchBytes(sizeof(double) * 2 * chunks.count * channels + sizeof(float) * 6 * channels + 64));
+  float* consts = reinterpret_cast<float*>(records + 2 * chunks.count * channels);
+  const ChannelAffine affineConsts = channelAffineScratch(consts, channels);
+  float* kArr = consts + 3 * channels;
+  float* bArr = consts + 4 * channels;
+  float* c0Arr = consts + 5 * channels;
+  for (int64_t c = 0; c < channels; ++c) {
+    affineConsts.mean[c] = a.mean[c];
+    affineConsts.scale[c] = channelScale(a.gamma, c, a.invstd[c]);
+    affineConsts.beta[c] = channelBeta(a.beta, c);
+  }
+  parallelForEach(0, chunks.count, kMinElementsPerThread / (chunks.rowsPerChunk * channels) + 1,
+                  [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t r0 = chunks.begin(k), r1 = chunks.end(k);
+      forEachChannelBlock<V>(channels, [&](int64_t c0, int vectors, int64_t lastValid) {
+        Reg meanV[4], scaleV[4], betaV[4], accDy[4], accDyXc[4];
+        for (int j = 0; j < vectors; ++j) {
+          meanV[j] = loadLane<V>(affineConsts.mean + c0, j, vectors, lastValid, 0.0f);
+          scaleV[j] = loadLane<V>(affineConsts.scale + c0, j, vectors, lastValid, 0.0f);
+          betaV[j] = loadLane<V>(affineConsts.beta + c0, j, vectors, lastValid, 0.0f);
+          accDy[j] = V::zero();
+          accDyXc[j] = V::zero();
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* xr = a.x + r * channels + c0;
+          const float* dyr = a.dy + r * channels + c0;
+          for (int j = 0; j < vectors; ++j) {
+            const Reg xv = loadLane<V>(xr, j, vectors, lastValid, 0.0f);
+            const Reg dyv = maskedDy<V>(a.relu, xv, loadLane<V>(dyr, j, vectors, lastValid, 0.0f), meanV[j],
+                                        scaleV[j], betaV[j]);
+            accDy[j] = V::add(accDy[j], dyv);
+            accDyXc[j] = V::fma(dyv, V::sub(xv, meanV[j]), accDyXc[j]);
+          }
+        }
+        alignas(64) float sums[2][4 * L];
+        for (int j = 0; j < vectors; ++j) {
+          V::store(sums[0] + j * L, accDy[j]);
+          V::store(sums[1] + j * L, accDyXc[j]);
+        }
+        const int64_t width = (vectors - 1) * L + lastValid;
+        double* out = records + 2 * (k * channels + c0);
+        for (int64_t j = 0; j < width; ++j) {
+          out[2 * j] = sums[0][j];
+          out[2 * j + 1] = sums[1][j];
+        }
+      });
+    }
+  });
+  const double count = static_cast<double>(rows);
+  for (int64_t c = 0; c < channels; ++c) {
+    double sumDy = 0, sumDyXc = 0;
+    for (int64_t k = 0; k < chunks.count; ++k) {
+      sumDy += records[2 * (k * channels + c)];
+      sumDyXc += records[2 * (k * channels + c) + 1];
+    }
+    const GradCoefficients g = gradCoefficients(a, c, sumDy, sumDyXc, count);
+    kArr[c] = g.k;
+    bArr[c] = g.b;
+    c0Arr[c] = g.c0;
+  }
+  if (!a.dx) return;
+  parallelForEach(0, rows, kMinElementsPerThread / channels + 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = a.x + r * channels;
+      const float* dyr = a.dy + r * channels;
+      float* dxr = a.dx + r * channels;
+      vectorLoop<V>(channels, [&](auto full, int, int64_t c, int64_t valid) {
+        const Reg xv = loadN<V>(full, xr + c, valid, 0.0f);
+        const Reg meanV = loadN<V>(full, affineConsts.mean + c, valid, 0.0f);
+        const Reg dyv = maskedDy<V>(a.relu, xv, loadN<V>(full, dyr + c, valid, 0.0f), meanV,
+                                    loadN<V>(full, affineConsts.scale + c, valid, 0.0f),
+                                    loadN<V>(full, affineConsts.beta + c, valid, 0.0f));
+        const Reg dxv = V::fma(loadN<V>(full, kArr + c, valid, 0.0f), dyv,
+                               V::fma(loadN<V>(full, bArr + c, valid, 0.0f), V::sub(xv, meanV),
+                                      loadN<V>(full, c0Arr + c, valid, 0.0f)));
+        storeN<V>(full, dxr + c, dxv, valid);
+      });
+    }
+  });
+}
+
+template <class V>
+void backward(const BnBackwardArgs& a) {
+  if (usesRows(a.layout)) {
+    backwardRows<V>(a);
+  } else {
+    backwardPlanar<V>(a);
+  }
+}
+
+template <class V>
+constexpr BatchNormKernels batchNormKernels() {
+  return BatchNormKernels{&forwardTrain<V>, &forwardEval<V>, &backward<V>};
+}
+
+}  // namespace
+}  // namespace bnkit

@@ -1,0 +1,52 @@
+// 8-lane AVX2+FMA vector. Include only from translation units compiled with
+// -mavx2 -mfma: the dispatcher calls them only after CPUID+XGETBV said so.
+#pragma once
+#include <immintrin.h>
+#include <cstdint>
+
+namespace bnkit::simd {
+
+struct Avx2 {
+  using Reg = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr const char* kName = "avx2";
+
+  static Reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Reg v) { _mm256_storeu_ps(p, v); }
+  static __m256i tailMask(int64_t n) {
+    // Lane i is active when i < n; maskload never touches inactive lanes, so a
+    // tail at the end of an allocation cannot fault.
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lane);
+  }
+  static Reg loadPartial(const float* p, int64_t n, float fill) {
+    const __m256i m = tailMask(n);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+  }
+  static void storePartial(float* p, Reg v, int64_t n) { _mm256_maskstore_ps(p, tailMask(n), v); }
+  static Reg set1(float v) { return _mm256_set1_ps(v); }
+  static Reg zero() { return _mm256_setzero_ps(); }
+  static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
+  static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+  static Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }
+  static Reg selectPositive(Reg mask, Reg v) {
+    return _mm256_and_ps(_mm256_cmp_ps(mask, _mm256_setzero_ps(), _CMP_GT_OQ), v);
+  }
+  static float reduceAdd(Reg v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static float reduceMax(Reg v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+};
+
+}  // namespace bnkit::simd

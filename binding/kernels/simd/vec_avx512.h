@@ -1,0 +1,38 @@
+// 16-lane AVX-512 vector (F/BW/VL/DQ). Include only from translation units
+// compiled with the AVX-512 flags; tails use k-masks, so no scalar epilogues.
+#pragma once
+#include <immintrin.h>
+#include <cstdint>
+
+namespace bnkit::simd {
+
+struct Avx512 {
+  using Reg = __m512;
+  static constexpr int kLanes = 16;
+  static constexpr const char* kName = "avx512";
+
+  static Reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, Reg v) { _mm512_storeu_ps(p, v); }
+  static __mmask16 tailMask(int64_t n) {
+    return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+  }
+  static Reg loadPartial(const float* p, int64_t n, float fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), tailMask(n), p);
+  }
+  static void storePartial(float* p, Reg v, int64_t n) { _mm512_mask_storeu_ps(p, tailMask(n), v); }
+  static Reg set1(float v) { return _mm512_set1_ps(v); }
+  static Reg zero() { return _mm512_setzero_ps(); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm512_sub_ps(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
+  static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+  static Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }
+  static Reg selectPositive(Reg mask, Reg v) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mask, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+  }
+  static float reduceAdd(Reg v) { return _mm512_reduce_add_ps(v); }
+  static float reduceMax(Reg v) { return _mm512_reduce_max_ps(v); }
+};
+
+}  // namespace bnkit::simd

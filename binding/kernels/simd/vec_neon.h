@@ -1,0 +1,41 @@
+// 4-lane NEON vector for armv8-a (AdvSIMD is mandatory there, so no runtime
+// check is needed). NEON has no masked load: tails go through a small buffer.
+#pragma once
+#include <arm_neon.h>
+#include <cstdint>
+
+namespace bnkit::simd {
+
+struct Neon {
+  using Reg = float32x4_t;
+  static constexpr int kLanes = 4;
+  static constexpr const char* kName = "neon";
+
+  static Reg load(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, Reg v) { vst1q_f32(p, v); }
+  static Reg loadPartial(const float* p, int64_t n, float fill) {
+    float buf[4] = {fill, fill, fill, fill};
+    for (int64_t i = 0; i < n && i < 4; ++i) buf[i] = p[i];
+    return vld1q_f32(buf);
+  }
+  static void storePartial(float* p, Reg v, int64_t n) {
+    float buf[4];
+    vst1q_f32(buf, v);
+    for (int64_t i = 0; i < n && i < 4; ++i) p[i] = buf[i];
+  }
+  static Reg set1(float v) { return vdupq_n_f32(v); }
+  static Reg zero() { return vdupq_n_f32(0.0f); }
+  static Reg add(Reg a, Reg b) { return vaddq_f32(a, b); }
+  static Reg sub(Reg a, Reg b) { return vsubq_f32(a, b); }
+  static Reg mul(Reg a, Reg b) { return vmulq_f32(a, b); }
+  static Reg fma(Reg a, Reg b, Reg c) { return vfmaq_f32(c, a, b); }
+  static Reg max(Reg a, Reg b) { return vmaxq_f32(a, b); }
+  static Reg min(Reg a, Reg b) { return vminq_f32(a, b); }
+  static Reg selectPositive(Reg mask, Reg v) {
+    return vreinterpretq_f32_u32(vandq_u32(vcgtq_f32(mask, vdupq_n_f32(0.0f)), vreinterpretq_u32_f32(v)));
+  }
+  static float reduceAdd(Reg v) { return vaddvq_f32(v); }
+  static float reduceMax(Reg v) { return vmaxvq_f32(v); }
+};
+
+}  // namespace bnkit::simd

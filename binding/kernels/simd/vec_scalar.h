@@ -1,0 +1,33 @@
+// One-lane "vector": the portable reference every SIMD path is tested against.
+// Its fma is a plain multiply-add on purpose: baseline x86-64 has no FMA
+// instruction and std::fma would become a slow libm call.
+#pragma once
+#include <cstdint>
+
+namespace bnkit::simd {
+
+struct Scalar {
+  using Reg = float;
+  static constexpr int kLanes = 1;
+  static constexpr const char* kName = "scalar";
+
+  static Reg load(const float* p) { return *p; }
+  static void store(float* p, Reg v) { *p = v; }
+  // With one lane a tail never exists; kept so kernel bodies stay ISA-agnostic.
+  static Reg loadPartial(const float* p, int64_t n, float fill) { return n > 0 ? *p : fill; }
+  static void storePartial(float* p, Reg v, int64_t n) { if (n > 0) *p = v; }
+  static Reg set1(float v) { return v; }
+  static Reg zero() { return 0.0f; }
+  static Reg add(Reg a, Reg b) { return a + b; }
+  static Reg sub(Reg a, Reg b) { return a - b; }
+  static Reg mul(Reg a, Reg b) { return a * b; }
+  static Reg fma(Reg a, Reg b, Reg c) { return a * b + c; }  // a*b + c
+  static Reg max(Reg a, Reg b) { return a > b ? a : b; }
+  static Reg min(Reg a, Reg b) { return a < b ? a : b; }
+  // Keeps `v` where `mask` > 0, zero elsewhere (ReLU-mask in backward).
+  static Reg selectPositive(Reg mask, Reg v) { return mask > 0.0f ? v : 0.0f; }
+  static float reduceAdd(Reg v) { return v; }
+  static float reduceMax(Reg v) { return v; }
+};
+
+}  // namespace bnkit::simd

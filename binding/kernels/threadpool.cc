@@ -1,0 +1,146 @@
+#include "threadpool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define BNKIT_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define BNKIT_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define BNKIT_CPU_RELAX() ((void)0)
+#endif
+
+namespace bnkit {
+namespace {
+
+// Workers spin briefly before sleeping: kernels on small tensors take a few
+// microseconds, far less than a condition-variable wake-up.
+constexpr int kSpinIterations = 1 << 14;
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) { resize(threads); }
+  ~ThreadPool() { stopWorkers(); }
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int threads) {
+    std::lock_guard<std::mutex> dispatch(dispatchMutex_);
+    stopWorkers();
+    stopping_ = false;
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { workerLoop(i); });
+  }
+
+  void run(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* context) {
+    const int64_t total = end - begin;
+    if (total <= 0) return;
+    const int64_t blocksByGrain = (total + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1);
+    const int blocks = static_cast<int>(std::min<int64_t>(size(), blocksByGrain));
+    // Nested calls (from a worker) and concurrent callers (worker_threads)
+    // run inline rather than wait for a pool that is busy with them.
+    if (blocks <= 1 || insideWorker_ || !dispatchMutex_.try_lock()) {
+      fn(context, begin, end);
+      return;
+    }
+    std::lock_guard<std::mutex> dispatch(dispatchMutex_, std::adopt_lock);
+    job_ = Job{begin, end, blocks, fn, context};
+    // Every worker acknowledges every job, even one it has no block in: a
+    // worker can then never lag a generation behind and read the next job.
+    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(wakeMutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    runBlock(0);
+    while (pending_.load(std::memory_order_acquire) != 0) BNKIT_CPU_RELAX();
+  }
+
+ private:
+  struct Job {
+    int64_t begin = 0, end = 0;
+    int blocks = 0;
+    RangeFn fn = nullptr;
+    void* context = nullptr;
+  };
+
+  void runBlock(int index) {
+    const int64_t total = job_.end - job_.begin;
+    const int64_t lo = job_.begin + total * index / job_.blocks;
+    const int64_t hi = job_.begin + total * (index + 1) / job_.blocks;
+    if (lo < hi) job_.fn(job_.context, lo, hi);
+  }
+
+  void workerLoop(int index) {
+    insideWorker_ = true;
+    uint64_t seen = generation_.load(std::memory_order_acquire);
+    for (;;) {
+      uint64_t now = seen;
+      for (int spin = 0; spin < kSpinIterations && now == seen; ++spin) {
+        BNKIT_CPU_RELAX();
+        now = generation_.load(std::memory_order_acquire);
+      }
+      if (now == seen) {
+        std::unique_lock<std::mutex> lock(wakeMutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_.load(std::memory_order_acquire) != seen; });
+        if (stopping_) return;
+        now = generation_.load(std::memory_order_acquire);
+      }
+      seen = now;
+      if (index < job_.blocks) runBlock(index);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void stopWorkers() {
+    {
+      std::lock_guard<std::mutex> lock(wakeMutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex dispatchMutex_;
+  std::mutex wakeMutex_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  bool stopping_ = false;
+  Job job_;
+  static thread_local bool insideWorker_;
+};
+
+thread_local bool ThreadPool::insideWorker_ = false;
+
+ThreadPool& pool() {
+  // Leaked on purpose: joining threads from a static destructor at process
+  // exit can deadlock when Node tears the addon down.
+  static ThreadPool* instance = new ThreadPool(hardwareThreads());
+  return *instance;
+}
+
+}  // namespace
+
+int hardwareThreads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(std::min(n, 256u));
+}
+
+void parallelFor(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* context) {
+  pool().run(begin, end, grain, fn, context);
+}
+
+void setNumThreads(int threads) { pool().resize(std::max(1, threads)); }
+
+int numThreads() { return pool().size(); }
+
+}  // namespace bnkit

@@ -1,0 +1,143 @@
+// Kernel tests without Node: every runnable ISA against a float64 reference.
+// This is what runs under qemu-aarch64 for NEON (no arm64 Node needed), and
+// on x86-64 it doubles as a sanitizer-friendly harness.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dispatch.h"
+#include "threadpool.h"
+
+using namespace bnkit;
+
+namespace {
+
+int passed = 0, failed = 0;
+
+void check(bool ok, const std::string& what) {
+  if (ok) {
+    ++passed;
+  } else {
+    ++failed;
+    std::printf("FAIL %s\n", what.c_str());
+  }
+}
+
+size_t indexOf(const BnLayout& l, int64_t n, int64_t c, int64_t s) {
+  return l.channelsLast ? static_cast<size_t>((n * l.spatial + s) * l.channels + c)
+                        : static_cast<size_t>((n * l.channels + c) * l.spatial + s);
+}
+
+double maxRelError(const std::vector<float>& got, const std::vector<double>& want) {
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(got[i] - want[i]) / (1.0 + std::fabs(want[i]));
+    if (!(err <= worst)) worst = err;  // NaN-propagating max
+  }
+  return worst;
+}
+
+void testShape(const KernelTable& k, BnLayout l, bool relu, float offset, std::mt19937& rng) {
+  const int64_t C = l.channels, M = l.perChannel();
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(l.elements()), dy(l.elements()), gamma(C), beta(C);
+  for (auto& v : x) v = offset + normal(rng);
+  for (auto& v : dy) v = normal(rng);
+  for (int64_t c = 0; c < C; ++c) {
+    gamma[c] = 0.5f + 0.1f * c;
+    beta[c] = 0.1f * c - 0.3f;
+  }
+  std::vector<float> y(x.size()), dx(x.size()), mean(C), invstd(C), dgamma(C), dbeta(C);
+  std::vector<double> var(C);
+  BnForwardTrainArgs f;
+  f.layout = l; f.x = x.data(); f.y = y.data(); f.gamma = gamma.data(); f.beta = beta.data();
+  f.relu = relu; f.saveMean = mean.data(); f.saveInvstd = invstd.data(); f.batchVariance = var.data();
+  k.batchNorm.forwardTrain(f);
+  BnBackwardArgs b;
+  b.layout = l; b.x = x.data(); b.dy = dy.data(); b.dx = dx.data(); b.mean = mean.data();
+  b.invstd = invstd.data(); b.gamma = gamma.data(); b.beta = beta.data(); b.relu = relu;
+  b.dgamma = dgamma.data(); b.dbeta = dbeta.data();
+  k.batchNorm.backward(b);
+
+  std::vector<double> yRef(x.size()), dxRef(x.size()), varRef(C), meanRef(C), dgRef(C), dbRef(C);
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0;
+    for (int64_t n = 0; n < l.batch; ++n)
+      for (int64_t i = 0; i < l.spatial; ++i) s += x[indexOf(l, n, c, i)];
+    const double mu = s / M;
+    double q = 0;
+    for (int64_t n = 0; n < l.batch; ++n)
+      for (int64_t i = 0; i < l.spatial; ++i) q += (x[indexOf(l, n, c, i)] - mu) * (x[indexOf(l, n, c, i)] - mu);
+    const double v = q / M, is = 1.0 / std::sqrt(v + 1e-5);
+    meanRef[c] = mu;
+    varRef[c] = v;
+    double sdy = 0, sdyx = 0;
+    for (int64_t n = 0; n < l.batch; ++n)
+      for (int64_t i = 0; i < l.spatial; ++i) {
+        const size_t j = indexOf(l, n, c, i);
+        const double xh = (x[j] - mu) * is, pre = gamma[c] * xh + beta[c];
+        yRef[j] = relu && pre <= 0 ? 0 : pre;
+        // The mask follows the kernel's own output, as autograd would: a value
+        // within rounding of zero may fall on either side.
+        const double g = relu && y[j] <= 0 ? 0 : dy[j];
+        sdy += g;
+        sdyx += g * xh;
+      }
+    dbRef[c] = sdy;
+    dgRef[c] = sdyx;
+    for (int64_t n = 0; n < l.batch; ++n)
+      for (int64_t i = 0; i < l.spatial; ++i) {
+        const size_t j = indexOf(l, n, c, i);
+        const double xh = (x[j] - mu) * is;
+        const double g = relu && y[j] <= 0 ? 0 : dy[j];
+        dxRef[j] = gamma[c] * is * (g - sdy / M - xh * sdyx / M);
+      }
+  }
+  char name[200];
+  std::snprintf(name, sizeof name, "%s N=%lld C=%lld S=%lld %s relu=%d offset=%g", isaName(k.isa),
+                (long long)l.batch, (long long)C, (long long)l.spatial, l.channelsLast ? "NHWC" : "NCHW", relu,
+                offset);
+  double varErr = 0;
+  for (int64_t c = 0; c < C; ++c) varErr = std::fmax(varErr, std::fabs(var[c] - varRef[c]) / varRef[c]);
+  check(varErr < 1e-3, std::string(name) + " variance");
+  if (offset == 0.0f) {
+    check(maxRelError(y, yRef) < 1e-4, std::string(name) + " y");
+    check(maxRelError(dx, dxRef) < 1e-3, std::string(name) + " dx");
+    std::vector<double> dgamma64(dgamma.begin(), dgamma.end()), dbeta64(dbeta.begin(), dbeta.end());
+    check(maxRelError(dgamma, dgRef) < 1e-3 * std::sqrt((double)M), std::string(name) + " dgamma");
+    check(maxRelError(dbeta, dbRef) < 1e-3 * std::sqrt((double)M), std::string(name) + " dbeta");
+  }
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(1234);
+  int tables = 0;
+  for (int i = 0; i < kIsaCount; ++i) {
+    const KernelTable* k = kernelTableFor(static_cast<Isa>(i));
+    if (!k) continue;
+    ++tables;
+    std::printf("testing %s\n", isaName(k->isa));
+    for (int threads : {1, 2}) {
+      setNumThreads(threads);
+      for (bool cl : {false, true})
+        for (int64_t C : {1, 3, 16, 17, 64})
+          for (int64_t S : {1, 7, 15, 16, 17, 784})
+            for (int64_t N : {2, 3, 64}) {
+              if (N * C * S > 2000000) continue;
+              for (bool relu : {false, true}) testShape(*k, BnLayout{N, C, S, cl}, relu, 0.0f, rng);
+            }
+      for (float offset : {1e4f, 1e6f}) {
+        testShape(*k, BnLayout{32, 4, 4096 + 17, false}, false, offset, rng);
+        testShape(*k, BnLayout{4096 + 17, 19, 1, true}, false, offset, rng);
+      }
+    }
+  }
+  check(tables >= 2, "at least a scalar and one SIMD table are runnable");
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
