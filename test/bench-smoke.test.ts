@@ -1,0 +1,76 @@
+// Smoke test of the batch-norm benchmark (bench/bn.mjs): it runs end to end
+// and writes a well-formed results file. No timing assertions: CI machines
+// are too noisy for them, and the numbers are for people to read.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { availableIsas } from '../lib/index';
+
+const repo = path.resolve(__dirname, '..');
+const runner = path.join(repo, 'bench', 'run.mjs');
+
+function runBench(args: string[]) {
+  return spawnSync(process.execPath, [runner, ...args], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
+}
+
+const positive = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v > 0;
+
+describe('bench/run.mjs', () => {
+  it('bn --quick writes finite, positive results for every ISA, layout and op', () => {
+    expect(fs.existsSync(path.join(repo, 'dist', 'index.js')), 'run `npm run build:ts` first').toBe(true);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bnkit-bench-'));
+    const json = path.join(dir, 'bn.json');
+    try {
+      const r = runBench(['bn', '--quick', '--shapes', 'S5', '--threads', '1', '--json', json]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain('S5 NHWC bwd');
+      expect(fs.readdirSync(dir)).toEqual(['bn.json']); // no temporary file left behind
+      const out = JSON.parse(fs.readFileSync(json, 'utf8'));
+
+      expect(out.benchmark).toBe('bn');
+      expect(typeof out.machine.cpuModel).toBe('string');
+      expect(out.machine.node).toBe(process.version);
+      expect(out.machine.isas).toEqual(availableIsas());
+      expect(Number.isNaN(Date.parse(out.machine.date))).toBe(false);
+      expect(out.options).toMatchObject({ quick: true, threads: [1], shapes: ['S5'] });
+      expect(positive(out.copyDram['1'].gbps)).toBe(true);
+
+      const isas = availableIsas();
+      expect(out.results).toHaveLength(isas.length * 2 * 3);
+      const seen = new Set<string>();
+      for (const r of out.results) {
+        seen.add(`${r.isa} ${r.layout} ${r.op}`);
+        expect(r).toMatchObject({ shape: 'S5', threads: 1, bytes: 8 * 256 * 49 * 4 });
+        expect(r.trafficBytes).toBe((r.op === 'bwd' ? 3 : 2) * r.bytes);
+        expect(r.dims).toEqual(r.layout === 'NHWC' ? [8, 7, 7, 256] : [8, 256, 7, 7]);
+        for (const key of ['medianUs', 'q1Us', 'q3Us', 'minUs', 'gbps', 'copySameGbps', 'copyDramGbps', 'ratioCopySame', 'ratioCopyDram']) {
+          expect(positive(r[key]), `${key} of ${r.isa} ${r.layout} ${r.op} = ${r[key]}`).toBe(true);
+        }
+        expect(r.q1Us).toBeLessThanOrEqual(r.medianUs);
+        expect(r.medianUs).toBeLessThanOrEqual(r.q3Us);
+        expect(r.samples).toBeGreaterThanOrEqual(3);
+        if (isas.includes('scalar')) expect(positive(r.speedupVsScalar)).toBe(true);
+        expect(r.reference).toBeNull(); // the recorded figures are for 2 threads
+      }
+      expect(seen.size).toBe(out.results.length);
+      for (const c of out.copySameSize) expect(positive(c.gbps) && positive(c.medianUs)).toBe(true);
+      expect(out.references.figures.length).toBeGreaterThan(0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('rejects an unknown benchmark or flag with usage and exit code 2', () => {
+    const unknown = runBench(['nope']);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown benchmark 'nope'[\s\S]*usage/);
+    const badFlag = runBench(['bn', '--bogus']);
+    expect(badFlag.status).toBe(2);
+    expect(badFlag.stderr).toMatch(/unknown flag --bogus[\s\S]*usage/);
+    const badShape = runBench(['bn', '--shapes', 'S9']);
+    expect(badShape.status).toBe(2);
+    expect(badShape.stderr).toContain("unknown value 'S9'");
+  });
+});

@@ -1,0 +1,306 @@
+// Training-kernel tests without Node: GEMM, conv2d, pooling, activations,
+// softmax cross-entropy and optimizer steps for every runnable ISA against
+// float64 references. Runs natively and, for NEON, under qemu-aarch64.
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dispatch.h"
+#include "threadpool.h"
+
+using namespace bnkit;
+
+namespace {
+
+int passed = 0, failed = 0;
+
+void check(bool ok, const std::string& what) {
+  if (ok) {
+    ++passed;
+  } else {
+    ++failed;
+    std::printf("FAIL %s\n", what.c_str());
+  }
+}
+
+std::mt19937 rng(4321);
+
+std::vector<float> random(size_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+template <class A, class B>
+double maxRelError(const A& got, const B& want) {
+  if (got.size() != want.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(got[i] - want[i]) / (1.0 + std::fabs(want[i]));
+    if (!(err <= worst)) worst = err;
+  }
+  return worst;
+}
+
+std::string fmt(const char* f, long long a, long long b, long long c) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, f, a, b, c);
+  return buf;
+}
+
+void testGemm(const KernelTable& k) {
+  const int64_t mr = k.gemm.mr, nr = k.gemm.nr;
+  const std::vector<int64_t> ms = {1, mr - 1, mr, mr + 1, 2 * mr + 1, 64};
+  const std::vector<int64_t> ns = {1, nr - 1, nr, nr + 1, 3 * nr - 1, 196};
+  const std::vector<int64_t> ks = {1, 7, 320, 321, 700};
+  for (int64_t M : ms)
+    for (int64_t N : ns)
+      for (int64_t K : ks) {
+        if (M < 1 || N < 1 || (M * N * K > 3000000)) continue;
+        for (int t = 0; t < 4; ++t) {
+          const bool ta = t & 1, tb = t & 2;
+          const float alpha = t == 3 ? -0.5f : 1.0f, beta = t == 0 ? 0.0f : 0.75f;
+          const auto A = random(M * K), B = random(K * N), C0 = random(M * N), rb = random(M), cb = random(N);
+          std::vector<float> C = C0;
+          if (beta == 0.0f) std::fill(C.begin(), C.end(), NAN);
+          GemmArgs g;
+          g.transA = ta; g.transB = tb; g.M = M; g.N = N; g.K = K; g.alpha = alpha; g.beta = beta;
+          g.A = A.data(); g.lda = ta ? M : K; g.B = B.data(); g.ldb = tb ? K : N; g.C = C.data(); g.ldc = N;
+          const bool bias = t == 2;
+          if (bias) { g.rowBias = rb.data(); g.colBias = cb.data(); }
+          k.gemm.sgemm(g);
+          std::vector<double> want(M * N);
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) {
+              double s = 0;
+              for (int64_t kk = 0; kk < K; ++kk)
+                s += double(ta ? A[kk * M + i] : A[i * K + kk]) * double(tb ? B[j * K + kk] : B[kk * N + j]);
+              want[i * N + j] = alpha * s + (beta == 0 ? 0.0 : beta * double(C0[i * N + j])) +
+                                (bias ? double(rb[i]) + cb[j] : 0.0);
+            }
+          check(maxRelError(C, want) < 2e-6 * std::sqrt(double(K)),
+                std::string(isaName(k.isa)) + fmt(" gemm M=%lld N=%lld K=%lld", M, N, K) + " trans=" + std::to_string(t));
+        }
+      }
+}
+
+void testConv(const KernelTable& k, const ConvShape& s) {
+  const int64_t oH = s.outH(), oW = s.outW(), P = oH * oW, K = s.patch();
+  const auto x = random(s.batch * s.inC * s.H * s.W), w = random(s.outC * K), b = random(s.outC);
+  const auto dy = random(s.batch * s.outC * P);
+  std::vector<float> y(dy.size(), NAN), dx(x.size(), NAN), dw = random(w.size()), db = random(b.size());
+  const std::vector<float> dw0 = dw, db0 = db;
+  ConvForwardArgs f;
+  f.s = s; f.x = x.data(); f.weight = w.data(); f.bias = b.data(); f.y = y.data();
+  k.conv.forward(f);
+  ConvBackwardArgs bw;
+  bw.s = s; bw.x = x.data(); bw.weight = w.data(); bw.dy = dy.data(); bw.dx = dx.data(); bw.dweight = dw.data();
+  bw.dbias = db.data();
+  k.conv.backward(bw);
+
+  std::vector<double> yRef(y.size()), dxRef(x.size()), dwRef(dw0.begin(), dw0.end()), dbRef(db0.begin(), db0.end());
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t oc = 0; oc < s.outC; ++oc)
+      for (int64_t oy = 0; oy < oH; ++oy)
+        for (int64_t ox = 0; ox < oW; ++ox) {
+          const int64_t yi = ((n * s.outC + oc) * oH + oy) * oW + ox;
+          double acc = b[oc];
+          dbRef[oc] += dy[yi];
+          for (int64_t ic = 0; ic < s.inC; ++ic)
+            for (int64_t ky = 0; ky < s.kh; ++ky)
+              for (int64_t kx = 0; kx < s.kw; ++kx) {
+                const int64_t iy = oy * s.strideH - s.padH + ky, ix = ox * s.strideW - s.padW + kx;
+                if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) continue;
+                const int64_t xi = ((n * s.inC + ic) * s.H + iy) * s.W + ix, wi = ((oc * s.inC + ic) * s.kh + ky) * s.kw + kx;
+                acc += double(x[xi]) * w[wi];
+                dxRef[xi] += double(dy[yi]) * w[wi];
+                dwRef[wi] += double(dy[yi]) * x[xi];
+              }
+          yRef[yi] = acc;
+        }
+  const std::string name = std::string(isaName(k.isa)) + fmt(" conv N=%lld C=%lld->%lld", s.batch, s.inC, s.outC) +
+                           fmt(" %lldx%lld k%lld", s.H, s.W, s.kh) + fmt(" s%lld p%lld kw%lld", s.strideH, s.padH, s.kw);
+  check(maxRelError(y, yRef) < 1e-5, name + " y");
+  check(maxRelError(dx, dxRef) < 1e-5, name + " dx");
+  check(maxRelError(dw, dwRef) < 1e-4, name + " dweight");
+  check(maxRelError(db, dbRef) < 1e-4, name + " dbias");
+}
+
+void testElementwise(const KernelTable& k) {
+  const std::string isa = isaName(k.isa);
+  const auto& e = k.elementwise;
+  for (int64_t n : {1, 5, 16, 17, 100003}) {
+    const auto x = random(n, -5, 5), dy = random(n);
+    std::vector<float> y(n), dx(n);
+    e.reluForward(x.data(), y.data(), n);
+    bool ok = true;
+    for (int64_t i = 0; i < n; ++i) ok &= y[i] == (x[i] > 0 ? x[i] : 0.0f);
+    e.reluBackward(y.data(), dy.data(), dx.data(), n);
+    for (int64_t i = 0; i < n; ++i) ok &= dx[i] == (y[i] > 0 ? dy[i] : 0.0f);
+    check(ok, isa + " relu n=" + std::to_string(n));
+    e.sigmoidForward(x.data(), y.data(), n);
+    std::vector<double> yRef(n), dxRef(n);
+    for (int64_t i = 0; i < n; ++i) yRef[i] = 1.0 / (1.0 + std::exp(-double(x[i])));
+    e.sigmoidBackward(y.data(), dy.data(), dx.data(), n);
+    for (int64_t i = 0; i < n; ++i) dxRef[i] = double(dy[i]) * y[i] * (1.0 - y[i]);
+    check(maxRelError(y, yRef) < 1e-6 && maxRelError(dx, dxRef) < 1e-6, isa + " sigmoid n=" + std::to_string(n));
+  }
+  {  // max pooling 2x2/2 and 3x3/2 on odd sizes; distinct values
+    for (int64_t kern : {2, 3}) {
+      MaxPoolShape s;
+      s.planes = 6; s.H = 9; s.W = 8; s.kernel = kern; s.stride = 2;
+      const auto x = random(s.planes * s.H * s.W);
+      const int64_t outN = s.planes * s.outH() * s.outW();
+      std::vector<float> y(outN), dx(x.size(), NAN);
+      std::vector<int32_t> arg(outN);
+      e.maxPool2dForward(s, x.data(), y.data(), arg.data());
+      const auto dy = random(outN);
+      e.maxPool2dBackward(dy.data(), arg.data(), outN, dx.data(), int64_t(x.size()));
+      std::vector<double> dxRef(x.size(), 0.0);
+      bool ok = true;
+      for (int64_t p = 0; p < s.planes; ++p)
+        for (int64_t oy = 0; oy < s.outH(); ++oy)
+          for (int64_t ox = 0; ox < s.outW(); ++ox) {
+            int64_t best = -1;
+            for (int64_t ky = 0; ky < kern; ++ky)
+              for (int64_t kx = 0; kx < kern; ++kx) {
+                const int64_t i = (p * s.H + oy * 2 + ky) * s.W + ox * 2 + kx;
+                if (best < 0 || x[i] > x[best]) best = i;
+              }
+            const int64_t o = (p * s.outH() + oy) * s.outW() + ox;
+            ok &= arg[o] == best && y[o] == x[best];
+            dxRef[best] += dy[o];
+          }
+      check(ok && maxRelError(dx, dxRef) < 1e-6, isa + " maxpool k=" + std::to_string(kern));
+    }
+  }
+  {  // softmax cross-entropy with large logits
+    const int64_t batch = 7, classes = 10;
+    const auto logits = random(batch * classes, -300, 300);
+    std::vector<int32_t> labels(batch);
+    for (int64_t b = 0; b < batch; ++b) labels[b] = int32_t((b * 3) % classes);
+    Labels l;
+    l.i32 = labels.data();
+    std::vector<float> probs(logits.size()), d(logits.size());
+    const double loss = e.softmaxCrossEntropyForward(logits.data(), batch, classes, l, probs.data());
+    e.softmaxCrossEntropyBackward(probs.data(), batch, classes, l, d.data());
+    double lossRef = 0;
+    std::vector<double> pRef(logits.size()), dRef(logits.size());
+    for (int64_t b = 0; b < batch; ++b) {
+      double mx = -INFINITY, sum = 0;
+      for (int64_t c = 0; c < classes; ++c) mx = std::fmax(mx, logits[b * classes + c]);
+      for (int64_t c = 0; c < classes; ++c) sum += std::exp(logits[b * classes + c] - mx);
+      for (int64_t c = 0; c < classes; ++c) {
+        pRef[b * classes + c] = std::exp(logits[b * classes + c] - mx) / sum;
+        dRef[b * classes + c] = (pRef[b * classes + c] - (c == labels[b])) / batch;
+      }
+      lossRef += std::log(sum) + mx - logits[b * classes + labels[b]];
+    }
+    lossRef /= batch;
+    check(std::fabs(loss - lossRef) < 1e-5 * (1 + std::fabs(lossRef)) && maxRelError(probs, pRef) < 1e-6 &&
+              maxRelError(d, dRef) < 1e-6,
+          isa + " softmax cross-entropy");
+  }
+  {  // SGD with momentum + nesterov + weight decay over 3 steps, Adam over 3 steps
+    const int64_t n = 1001;
+    const auto p0 = random(n);
+    std::vector<std::vector<float>> grads = {random(n), random(n), random(n)};
+    std::vector<float> p = p0, vel(n, 0.0f);
+    std::vector<double> pr(p0.begin(), p0.end()), buf(n);
+    for (size_t t = 0; t < grads.size(); ++t) {
+      SgdArgs a;
+      a.param = p.data(); a.grad = grads[t].data(); a.velocity = vel.data(); a.length = n;
+      a.lr = 0.1f; a.momentum = 0.9f; a.weightDecay = 0.01f; a.nesterov = true; a.firstStep = t == 0;
+      e.sgdStep(a);
+      for (int64_t i = 0; i < n; ++i) {
+        const double d = double(grads[t][i]) + double(0.01f) * pr[i];
+        buf[i] = t == 0 ? d : double(0.9f) * buf[i] + d;
+        pr[i] -= double(0.1f) * (d + double(0.9f) * buf[i]);
+      }
+    }
+    check(maxRelError(p, pr) < 1e-5, isa + " sgd");
+    std::vector<float> q = p0, m(n, 0.0f), v(n, 0.0f);
+    std::vector<double> qr(p0.begin(), p0.end()), mr(n), vr(n);
+    for (size_t t = 0; t < grads.size(); ++t) {
+      AdamArgs a;
+      a.param = q.data(); a.grad = grads[t].data(); a.m = m.data(); a.v = v.data(); a.length = n;
+      a.lr = 1e-2f; a.beta1 = 0.9f; a.beta2 = 0.999f; a.eps = 1e-8f; a.weightDecay = 0.0f;
+      a.biasCorrection1 = float(1 - std::pow(double(0.9f), double(t + 1)));
+      a.biasCorrection2 = float(1 - std::pow(double(0.999f), double(t + 1)));
+      e.adamStep(a);
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = grads[t][i];
+        mr[i] = double(0.9f) * mr[i] + (1 - double(0.9f)) * g;
+        vr[i] = double(0.999f) * vr[i] + (1 - double(0.999f)) * g * g;
+        qr[i] -= double(1e-2f) / a.biasCorrection1 * mr[i] / (std::sqrt(vr[i] / a.biasCorrection2) + double(1e-8f));
+      }
+    }
+    check(maxRelError(q, qr) < 1e-5, isa + " adam");
+  }
+}
+
+// Bit-identical results for 1 and 2 threads (the split must never reach a sum).
+void testDeterminism(const KernelTable& k) {
+  ConvShape s;
+  s.batch = 13; s.inC = 8; s.H = 10; s.W = 10; s.outC = 16; s.kh = 3; s.kw = 3; s.padH = 1; s.padW = 1;
+  const auto x = random(s.batch * s.inC * s.H * s.W), w = random(s.outC * s.patch());
+  const auto dy = random(s.batch * s.outC * s.outH() * s.outW());
+  const auto A = random(77 * 555), B = random(555 * 333);
+  std::vector<float> results[2];
+  for (int threads : {1, 2}) {
+    setNumThreads(threads);
+    std::vector<float> y(dy.size()), dx(x.size()), dw(w.size(), 0.0f), db(s.outC, 0.0f), C(77 * 333);
+    ConvForwardArgs f;
+    f.s = s; f.x = x.data(); f.weight = w.data(); f.y = y.data();
+    k.conv.forward(f);
+    ConvBackwardArgs b;
+    b.s = s; b.x = x.data(); b.weight = w.data(); b.dy = dy.data(); b.dx = dx.data(); b.dweight = dw.data(); b.dbias = db.data();
+    k.conv.backward(b);
+    GemmArgs g;
+    g.M = 77; g.N = 333; g.K = 555; g.A = A.data(); g.lda = 555; g.B = B.data(); g.ldb = 333; g.C = C.data(); g.ldc = 333;
+    k.gemm.sgemm(g);
+    auto& r = results[threads - 1];
+    for (auto* v : {&y, &dx, &dw, &db, &C}) r.insert(r.end(), v->begin(), v->end());
+  }
+  check(results[0].size() == results[1].size() &&
+            std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) == 0,
+        std::string(isaName(k.isa)) + " conv and gemm results identical for 1 and 2 threads");
+}
+
+}  // namespace
+
+int main() {
+  int tables = 0;
+  const int initialThreads = numThreads();
+  for (int i = 0; i < kIsaCount; ++i) {
+    const KernelTable* k = kernelTableFor(static_cast<Isa>(i));
+    if (!k) continue;
+    ++tables;
+    std::printf("testing %s (gemm tile %dx%d)\n", isaName(k->isa), k->gemm.mr, k->gemm.nr);
+    for (int threads : {1, 2}) {
+      setNumThreads(threads);
+      testGemm(*k);
+      ConvShape s;
+      for (auto [batch, inC, H, W, outC, kh, kw, st, pad] :
+           std::vector<std::array<int64_t, 9>>{{2, 1, 28, 28, 32, 3, 3, 1, 1}, {3, 32, 14, 14, 64, 3, 3, 1, 1},
+                                               {2, 3, 9, 11, 5, 3, 2, 2, 0}, {1, 4, 7, 6, 9, 5, 5, 3, 2},
+                                               {20, 2, 5, 5, 3, 1, 1, 1, 0}, {2, 2, 4, 4, 2, 4, 4, 1, 3}}) {
+        s.batch = batch; s.inC = inC; s.H = H; s.W = W; s.outC = outC; s.kh = kh; s.kw = kw;
+        s.strideH = st; s.strideW = st == 3 ? 2 : st; s.padH = pad; s.padW = pad == 3 ? 0 : pad;
+        testConv(*k, s);
+      }
+      testElementwise(*k);
+    }
+    testDeterminism(*k);
+  }
+  setNumThreads(initialThreads);
+  check(tables >= 2, "at least a scalar and one SIMD table are runnable");
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,345 @@
+// The training kernels through the addon: every ISA forced in turn against an
+// independent float64 reference, finite-difference checks of every backward
+// pass, thread-count determinism and argument validation.
+import { afterAll, describe, expect, it } from 'vitest';
+import { native } from '../lib/native';
+import {
+  type ConvCfg, outSize, refAdam, refConvBackward, refConvForward, refGemm, refMaxPool, refSgd, refSoftmaxCE,
+  relError, rngArray,
+} from './helpers/nn-reference';
+
+const initialIsa = native.isa();
+const initialThreads = native.getNumThreads();
+afterAll(() => {
+  native.setIsa(initialIsa);
+  native.setNumThreads(initialThreads);
+});
+
+// Sizes around every register-tile width in use (4, 8, 12, 16, 24, 32, 48) and
+// around the K block (320).
+const GEMM_SHAPES: [number, number, number][] = [
+  [1, 1, 1], [3, 5, 7], [4, 12, 9], [7, 31, 17], [8, 32, 33], [9, 33, 16], [15, 47, 5], [16, 48, 64],
+  [17, 49, 3], [23, 25, 320], [24, 24, 321], [33, 17, 700], [64, 196, 288], [5, 130, 41],
+];
+
+const CONVS: ConvCfg[] = [
+  { batch: 2, inC: 1, H: 28, W: 28, outC: 32, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
+  { batch: 3, inC: 32, H: 14, W: 14, outC: 64, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
+  { batch: 2, inC: 3, H: 9, W: 11, outC: 5, kh: 3, kw: 2, sh: 2, sw: 1, ph: 0, pw: 1 },
+  { batch: 1, inC: 4, H: 7, W: 6, outC: 9, kh: 5, kw: 5, sh: 3, sw: 2, ph: 2, pw: 2 },
+  { batch: 5, inC: 2, H: 5, W: 5, outC: 3, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0 },
+  { batch: 2, inC: 2, H: 4, W: 4, outC: 2, kh: 4, kw: 4, sh: 1, sw: 1, ph: 3, pw: 0 },
+];
+
+function conv(c: ConvCfg) {
+  const { oH, oW } = outSize(c);
+  return {
+    xLen: c.batch * c.inC * c.H * c.W,
+    wLen: c.outC * c.inC * c.kh * c.kw,
+    yLen: c.batch * c.outC * oH * oW,
+    fwd(x: Float32Array, w: Float32Array, b: Float32Array | null, y: Float32Array) {
+      native.conv2dForward(x, c.batch, c.inC, c.H, c.W, w, b, c.outC, c.kh, c.kw, c.sh, c.sw, c.ph, c.pw, y);
+    },
+    bwd(x: Float32Array, w: Float32Array, dy: Float32Array, dx: Float32Array | null, dw: Float32Array, db: Float32Array | null) {
+      native.conv2dBackward(x, c.batch, c.inC, c.H, c.W, w, c.outC, c.kh, c.kw, c.sh, c.sw, c.ph, c.pw, dy, dx, dw, db);
+    },
+  };
+}
+
+const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+};
+
+/**
+ * Central differences of loss(v) at a few coordinates of v compared with the
+ * analytic gradient. `h` is large where loss is linear in v (exact up to rounding).
+ */
+function checkFiniteDifferences(v: Float32Array, grad: ArrayLike<number>, loss: () => number, h: number, tol: number) {
+  const picks = [0, v.length - 1, Math.floor(v.length / 3), Math.floor((2 * v.length) / 3), Math.floor(v.length / 2) + 1];
+  for (const i of picks) {
+    if (i < 0 || i >= v.length) continue;
+    const saved = v[i];
+    v[i] = saved + h;
+    const up = loss();
+    v[i] = saved - h;
+    const down = loss();
+    v[i] = saved;
+    const fd = (up - down) / (2 * h);
+    expect(Math.abs(fd - grad[i]), `coordinate ${i}: fd ${fd} vs analytic ${grad[i]}`).toBeLessThan(tol * (1 + Math.abs(fd)));
+  }
+}
+
+describe.each(native.availableIsas())('ISA %s', (isaName) => {
+  const use = () => native.setIsa(isaName);
+
+  it('gemm matches the float64 reference for every transpose and tile edge', () => {
+    use();
+    let seed = 1;
+    for (const [M, N, K] of GEMM_SHAPES) {
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          for (const [alpha, beta] of [[1, 0], [0.5, 1], [-2, 0.25]]) {
+            const A = rngArray(M * K, seed++), B = rngArray(K * N, seed++), C0 = rngArray(M * N, seed++);
+            const C = Float32Array.from(C0);
+            if (beta === 0) C.fill(NaN);
+            native.gemm(transA, transB, M, N, K, alpha, A, B, beta, C);
+            const want = refGemm(transA, transB, M, N, K, alpha, A, B, beta, C0);
+            expect(relError(C, want), `${M}x${N}x${K} tA=${transA} tB=${transB} a=${alpha} b=${beta}`).toBeLessThan(1e-5 * Math.sqrt(K));
+          }
+        }
+      }
+    }
+  });
+
+  it('linear forward/backward match the reference and finite differences', () => {
+    use();
+    for (const [batch, inF, outF] of [[1, 1, 1], [3, 7, 5], [64, 3136 / 16, 128], [10, 100, 10]]) {
+      const x = rngArray(batch * inF, 11), w = rngArray(outF * inF, 12), b = rngArray(outF, 13);
+      const y = new Float32Array(batch * outF);
+      native.linearForward(x, batch, inF, w, b, outF, y);
+      const wT = new Float32Array(inF * outF);
+      for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) wT[i * outF + o] = w[o * inF + i];
+      const yRef = refGemm(false, false, batch, outF, inF, 1, x, wT, 0, y);
+      for (let n = 0; n < batch; n++) for (let o = 0; o < outF; o++) yRef[n * outF + o] += b[o];
+      expect(relError(y, yRef)).toBeLessThan(1e-5);
+
+      const dy = rngArray(batch * outF, 14), dx = new Float32Array(batch * inF);
+      const dw = rngArray(outF * inF, 15), db = rngArray(outF, 16);
+      const dw0 = Float32Array.from(dw), db0 = Float32Array.from(db);
+      native.linearBackward(x, batch, inF, w, outF, dy, dx, dw, db);
+      expect(relError(dx, refGemm(false, false, batch, inF, outF, 1, dy, w, 0, dx))).toBeLessThan(1e-5);
+      expect(relError(dw, refGemm(true, false, outF, inF, batch, 1, dy, x, 1, dw0))).toBeLessThan(1e-5);
+      const dbRef = Float64Array.from(db0);
+      for (let n = 0; n < batch; n++) for (let o = 0; o < outF; o++) dbRef[o] += dy[n * outF + o];
+      expect(relError(db, dbRef)).toBeLessThan(1e-5);
+
+      // loss = sum(dy * y) is linear in x, w and b.
+      const loss = () => { native.linearForward(x, batch, inF, w, b, outF, y); return dot(dy, y); };
+      const gw = new Float32Array(outF * inF), gb = new Float32Array(outF);
+      native.linearBackward(x, batch, inF, w, outF, dy, null, gw, gb);
+      checkFiniteDifferences(x, dx, loss, 0.25, 1e-3);
+      checkFiniteDifferences(w, gw, loss, 0.25, 1e-3);
+      checkFiniteDifferences(b, gb, loss, 0.25, 1e-3);
+    }
+  });
+
+  it.each(CONVS.map((c, i) => [i, c] as const))('conv2d config %i matches the reference and finite differences', (_i, c) => {
+    use();
+    const k = conv(c);
+    const x = rngArray(k.xLen, 21), w = rngArray(k.wLen, 22), b = rngArray(c.outC, 23);
+    const y = new Float32Array(k.yLen);
+    y.fill(NaN);
+    k.fwd(x, w, b, y);
+    expect(relError(y, refConvForward(c, x, w, b))).toBeLessThan(1e-5);
+    k.fwd(x, w, null, y);
+    expect(relError(y, refConvForward(c, x, w, null))).toBeLessThan(1e-5);
+
+    const dy = rngArray(k.yLen, 24);
+    const dx = new Float32Array(k.xLen).fill(NaN), dw = rngArray(k.wLen, 25), db = rngArray(c.outC, 26);
+    const dw0 = Float32Array.from(dw), db0 = Float32Array.from(db);
+    k.bwd(x, w, dy, dx, dw, db);
+    const ref = refConvBackward(c, x, w, dy);
+    expect(relError(dx, ref.dx)).toBeLessThan(1e-5);
+    expect(relError(dw, ref.dw.map((v, i) => v + dw0[i]))).toBeLessThan(1e-4);
+    expect(relError(db, ref.db.map((v, i) => v + db0[i]))).toBeLessThan(1e-4);
+
+    const gw = new Float32Array(k.wLen), gb = new Float32Array(c.outC), gx = new Float32Array(k.xLen);
+    k.bwd(x, w, dy, gx, gw, gb);
+    const loss = () => { k.fwd(x, w, b, y); return dot(dy, y); };
+    checkFiniteDifferences(x, gx, loss, 0.25, 1e-3);
+    checkFiniteDifferences(w, gw, loss, 0.25, 1e-3);
+    checkFiniteDifferences(b, gb, loss, 0.25, 1e-3);
+  });
+
+  it('maxPool2d forward/backward match the reference and finite differences', () => {
+    use();
+    for (const [batch, ch, H, W, kern, stride] of [[2, 3, 28, 28, 2, 2], [1, 2, 7, 9, 3, 2], [3, 1, 5, 5, 2, 1], [1, 1, 3, 3, 3, 3]]) {
+      const planes = batch * ch;
+      // A permutation of distinct values spaced 1 apart: no ties, and +-0.25 never changes the argmax.
+      const x = new Float32Array(planes * H * W);
+      const order = rngArray(x.length, 31);
+      const idx = Array.from(x.keys()).sort((a, b) => order[a] - order[b]);
+      idx.forEach((at, rank) => { x[at] = rank - x.length / 2; });
+      const ref = refMaxPool(x, planes, H, W, kern, stride);
+      const y = new Float32Array(ref.y.length), arg = new Int32Array(ref.y.length);
+      native.maxPool2dForward(x, batch, ch, H, W, kern, stride, y, arg);
+      expect(Array.from(y)).toEqual(Array.from(ref.y));
+      expect(Array.from(arg)).toEqual(Array.from(ref.arg));
+      const dy = rngArray(y.length, 32), dx = new Float32Array(x.length).fill(NaN);
+      native.maxPool2dBackward(dy, arg, dx);
+      const dxRef = new Float64Array(x.length);
+      ref.arg.forEach((at, o) => { dxRef[at] += dy[o]; });
+      expect(relError(dx, dxRef)).toBeLessThan(1e-6);
+      const loss = () => { native.maxPool2dForward(x, batch, ch, H, W, kern, stride, y, arg); return dot(dy, y); };
+      checkFiniteDifferences(x, dx, loss, 0.25, 1e-4);
+    }
+  });
+
+  it('maxPool2d propagates NaN and takes the first of equal maxima', () => {
+    use();
+    const x = new Float32Array([1, 3, 3, 2, NaN, 0, 0, 0]);
+    const y = new Float32Array(2), arg = new Int32Array(2);
+    native.maxPool2dForward(x, 1, 2, 2, 2, 2, 2, y, arg);
+    expect(y[0]).toBe(3);
+    expect(arg[0]).toBe(1);
+    expect(Number.isNaN(y[1])).toBe(true);
+    expect(arg[1]).toBe(4);
+  });
+
+  it('relu and sigmoid forward/backward (in place too)', () => {
+    use();
+    for (const n of [1, 7, 16, 33, 100003]) {
+      const x = rngArray(n, 41, -4, 4);
+      x[0] = n > 1 ? 0 : x[0];
+      const y = new Float32Array(n), dy = rngArray(n, 42), dx = new Float32Array(n);
+      native.reluForward(x, y);
+      expect(Array.from(y)).toEqual(Array.from(x, (v) => Math.max(0, v)));
+      native.reluBackward(y, dy, dx);
+      expect(Array.from(dx)).toEqual(Array.from(dy, (g, i) => (y[i] > 0 ? g : 0)));
+      const inPlace = Float32Array.from(dy);
+      native.reluBackward(y, inPlace, inPlace);
+      expect(Array.from(inPlace)).toEqual(Array.from(dx));
+
+      native.sigmoidForward(x, y);
+      expect(relError(y, Array.from(x, (v) => 1 / (1 + Math.exp(-v))))).toBeLessThan(1e-6);
+      native.sigmoidBackward(y, dy, dx);
+      expect(relError(dx, Array.from(dy, (g, i) => g * y[i] * (1 - y[i])))).toBeLessThan(1e-6);
+      const copy = Float32Array.from(x);
+      native.sigmoidForward(copy, copy);
+      expect(Array.from(copy)).toEqual(Array.from(y));
+    }
+    const y = new Float32Array(3);
+    native.sigmoidForward(new Float32Array([-1000, 1000, NaN]), y);
+    expect(y[0]).toBe(0);
+    expect(y[1]).toBe(1);
+    native.reluForward(new Float32Array([NaN, -0, 5]), y);
+    expect(Number.isNaN(y[0])).toBe(true);
+  });
+
+  it('softmax cross-entropy matches the reference, stays finite and passes finite differences', () => {
+    use();
+    for (const [batch, classes, scale] of [[1, 1, 1], [3, 10, 1], [64, 10, 5], [4, 37, 1000]]) {
+      const logits = rngArray(batch * classes, 51, -scale, scale);
+      const labels8 = Uint8Array.from({ length: batch }, (_, i) => (i * 7) % classes);
+      const labels32 = Int32Array.from(labels8);
+      const ref = refSoftmaxCE(logits, batch, classes, labels8);
+      const probs = new Float32Array(batch * classes);
+      for (const labels of [labels8, labels32]) {
+        const loss = native.softmaxCrossEntropyForward(logits, batch, classes, labels, probs);
+        expect(Number.isFinite(loss)).toBe(true);
+        expect(Math.abs(loss - ref.loss) / (1 + Math.abs(ref.loss))).toBeLessThan(1e-5);
+        expect(relError(probs, ref.probs)).toBeLessThan(1e-6);
+        const d = new Float32Array(batch * classes);
+        native.softmaxCrossEntropyBackward(probs, batch, classes, labels, d);
+        const dRef = ref.probs.map((p, i) => (p - (labels8[Math.floor(i / classes)] === i % classes ? 1 : 0)) / batch);
+        expect(relError(d, dRef)).toBeLessThan(1e-6);
+        if (scale <= 5) {
+          const loss2 = () => native.softmaxCrossEntropyForward(logits, batch, classes, labels, probs);
+          checkFiniteDifferences(logits, d, loss2, 1e-2, 2e-3);
+        }
+      }
+    }
+  });
+
+  it('sgdStep follows torch.optim.SGD over several steps', () => {
+    use();
+    const n = 1000;
+    for (const o of [
+      { lr: 0.05, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false },
+      { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 1e-2, nesterov: true },
+      { lr: 0.01, momentum: 0.5, dampening: 0.3, weightDecay: 1e-3, nesterov: false },
+      { lr: 0.2, momentum: 0, dampening: 0, weightDecay: 0.1, nesterov: false },
+    ]) {
+      const p0 = rngArray(n, 61), grads = [0, 1, 2, 3].map((s) => Float64Array.from(rngArray(n, 62 + s)));
+      const p = Float32Array.from(p0), vel = new Float32Array(n);
+      grads.forEach((g, step) => {
+        native.sgdStep(p, Float32Array.from(g), o.momentum ? vel : null, o.lr, o.momentum, o.dampening, o.weightDecay,
+          o.nesterov, step === 0);
+      });
+      expect(relError(p, refSgd(Float64Array.from(p0), grads, o))).toBeLessThan(1e-5);
+    }
+  });
+
+  it('adamStep follows torch.optim.Adam over several steps', () => {
+    use();
+    const n = 1000;
+    for (const o of [
+      { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
+      { lr: 0.01, beta1: 0.5, beta2: 0.9, eps: 1e-6, weightDecay: 0.01 },
+    ]) {
+      const p0 = rngArray(n, 71), grads = [0, 1, 2, 3, 4].map((s) => Float64Array.from(rngArray(n, 72 + s)));
+      const p = Float32Array.from(p0), m = new Float32Array(n), v = new Float32Array(n);
+      grads.forEach((g, t) => native.adamStep(p, Float32Array.from(g), m, v, t + 1, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay));
+      expect(relError(p, refAdam(Float64Array.from(p0), grads, o))).toBeLessThan(1e-5);
+    }
+  });
+
+  it('gemm and conv results are bit-identical for 1 and 2 threads', () => {
+    use();
+    const c = CONVS[1], k = conv({ ...c, batch: 16 });
+    const x = rngArray(k.xLen, 81), w = rngArray(k.wLen, 82), dy = rngArray(k.yLen, 83);
+    const run = (threads: number) => {
+      native.setNumThreads(threads);
+      const y = new Float32Array(k.yLen), dx = new Float32Array(k.xLen), dw = new Float32Array(k.wLen), db = new Float32Array(c.outC);
+      k.fwd(x, w, null, y);
+      k.bwd(x, w, dy, dx, dw, db);
+      const C = new Float32Array(200 * 300);
+      native.gemm(true, false, 200, 300, 500, 1, rngArray(200 * 500, 84), rngArray(500 * 300, 85), 0, C);
+      return [y, dx, dw, db, C].map((a) => Buffer.from(a.buffer).toString('base64'));
+    };
+    const one = run(1), two = run(2);
+    native.setNumThreads(initialThreads);
+    expect(two).toEqual(one);
+  });
+});
+
+describe('argument validation', () => {
+  const f = (n: number) => new Float32Array(n);
+
+  it('gemm checks types, sizes and lengths', () => {
+    expect(() => native.gemm(false, false, 2, 2, 2, 1, f(4), f(4), 0, f(3))).toThrow(/C has 3 elements, expected 4/);
+    expect(() => native.gemm(false, false, 2, 2, 2, 1, f(3), f(4), 0, f(4))).toThrow(RangeError);
+    expect(() => native.gemm(false, false, 0, 2, 2, 1, f(0), f(4), 0, f(0))).toThrow(/M must be an integer >= 1/);
+    expect(() => native.gemm(false, false, 2.5, 2, 2, 1, f(5), f(4), 0, f(5))).toThrow(RangeError);
+    expect(() => native.gemm(false, false, 2, 2, 2, NaN, f(4), f(4), 0, f(4))).toThrow(/alpha must be finite/);
+    expect(() => native.gemm(false, false, 2, 2, 2, 1, new Float64Array(4) as never, f(4), 0, f(4))).toThrow(TypeError);
+    expect(() => native.gemm(1 as never, false, 2, 2, 2, 1, f(4), f(4), 0, f(4))).toThrow(/transA must be a boolean/);
+  });
+
+  it('linear and conv check every tensor against the shape', () => {
+    expect(() => native.linearForward(f(6), 2, 3, f(6), f(3), 2, f(4))).toThrow(/bias has 3 elements, expected 2/);
+    expect(() => native.linearBackward(f(6), 2, 3, f(6), 2, f(4), null, f(5), null)).toThrow(/dweight/);
+    expect(() => native.conv2dForward(f(16), 1, 1, 4, 4, f(9), null, 1, 3, 3, 1, 1, 0, 0, f(5))).toThrow(/y \[1, 1, 2, 2\].*expected 4/);
+    expect(() => native.conv2dForward(f(4), 1, 1, 2, 2, f(9), null, 1, 3, 3, 1, 1, 0, 0, f(1))).toThrow(/output size/);
+    expect(() => native.conv2dForward(f(16), 1, 1, 4, 4, f(9), null, 1, 3, 3, 0, 1, 0, 0, f(4))).toThrow(/strideH/);
+    expect(() => native.conv2dForward(f(16), 1, 1, 4, 4, f(9), null, 1, 3, 3, 1, 1, -1, 0, f(4))).toThrow(/padH/);
+    expect(() => native.conv2dBackward(f(16), 1, 1, 4, 4, f(9), 1, 3, 3, 1, 1, 0, 0, f(4), f(15), f(9), null)).toThrow(/dx/);
+    expect(() => native.conv2dBackward(f(16), 1, 1, 4, 4, f(9), 1, 3, 3, 1, 1, 0, 0, f(4), null, null as never, null)).toThrow(TypeError);
+  });
+
+  it('pooling, losses and optimizers reject bad input without crashing', () => {
+    expect(() => native.maxPool2dForward(f(16), 1, 1, 4, 4, 5, 1, f(1), new Int32Array(1))).toThrow(/kernel 5 is larger/);
+    expect(() => native.maxPool2dForward(f(16), 1, 1, 4, 4, 2, 2, f(4), new Int32Array(3))).toThrow(/argmax/);
+    expect(() => native.maxPool2dForward(f(16), 1, 1, 4, 4, 2, 2, f(4), f(4) as never)).toThrow(TypeError);
+    expect(() => native.maxPool2dBackward(f(2), new Int32Array([0, 16]), f(16))).toThrow(/argmax\[1\] = 16/);
+    expect(() => native.maxPool2dBackward(f(2), new Int32Array([-1, 0]), f(16))).toThrow(/argmax\[0\] = -1/);
+    expect(() => native.reluForward(f(3), f(4))).toThrow(/y has 4 elements, expected 3/);
+    expect(() => native.reluBackward(f(3), f(3), f(2))).toThrow(RangeError);
+    expect(() => native.sigmoidForward([1, 2] as never, f(2))).toThrow(TypeError);
+    expect(() => native.softmaxCrossEntropyForward(f(20), 2, 10, new Uint8Array([1, 10]), f(20))).toThrow(/labels\[1\] = 10/);
+    expect(() => native.softmaxCrossEntropyForward(f(20), 2, 10, new Int32Array([-3, 1]), f(20))).toThrow(/labels\[0\] = -3/);
+    expect(() => native.softmaxCrossEntropyForward(f(20), 2, 10, new Float32Array(2) as never, f(20))).toThrow(TypeError);
+    expect(() => native.softmaxCrossEntropyForward(f(20), 2, 10, new Uint8Array(3), f(20))).toThrow(/labels has 3/);
+    expect(() => native.softmaxCrossEntropyBackward(f(20), 2, 10, new Uint8Array(2), f(19))).toThrow(/dlogits/);
+    expect(() => native.sgdStep(f(3), f(3), null, 0.1, 0.9, 0, 0, false)).toThrow(/velocity/);
+    expect(() => native.sgdStep(f(3), f(3), f(3), Infinity, 0.9, 0, 0, false)).toThrow(/lr must be finite/);
+    expect(() => native.sgdStep(f(3), f(3), f(3), -1, 0.9, 0, 0, false)).toThrow(/lr must be >= 0/);
+    expect(() => native.sgdStep(f(3), f(3), f(3), 0.1, 0.9, 0.1, 0, true)).toThrow(/nesterov/);
+    expect(() => native.sgdStep(f(3), f(2), f(3), 0.1, 0.9, 0, 0, false)).toThrow(/grad has 2/);
+    expect(() => native.adamStep(f(3), f(3), f(3), f(3), 0, 1e-3, 0.9, 0.999, 1e-8, 0)).toThrow(/step must be an integer >= 1/);
+    expect(() => native.adamStep(f(3), f(3), f(3), f(3), 1, 1e-3, 1, 0.999, 1e-8, 0)).toThrow(/beta1 must be in \[0, 1\)/);
+    expect(() => native.adamStep(f(3), f(3), f(3), f(2), 1, 1e-3, 0.9, 0.999, 1e-8, 0)).toThrow(/v has 2/);
+  });
+});
