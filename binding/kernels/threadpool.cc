@@ -34,7 +34,11 @@ class ThreadPool {
     std::lock_guard<std::mutex> dispatch(dispatchMutex_);
     stopWorkers();
     stopping_ = false;
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { workerLoop(i); });
+    // The starting generation is read here, under the dispatch lock, not by
+    // the new thread: a job dispatched before the thread first runs would
+    // otherwise look already seen, and run() would wait for it forever.
+    const uint64_t start = generation_.load(std::memory_order_relaxed);
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, start] { workerLoop(i, start); });
   }
 
   void run(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* context) {
@@ -59,7 +63,16 @@ class ThreadPool {
     }
     wake_.notify_all();
     runBlock(0);
-    while (pending_.load(std::memory_order_acquire) != 0) BNKIT_CPU_RELAX();
+    // Spin first (the usual case: the other blocks finish within
+    // microseconds), then yield so an oversubscribed machine can run the
+    // worker we are waiting for.
+    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+      if (spin < kSpinIterations) {
+        BNKIT_CPU_RELAX();
+      } else {
+        std::this_thread::yield();
+      }
+    }
   }
 
  private:
@@ -77,9 +90,8 @@ class ThreadPool {
     if (lo < hi) job_.fn(job_.context, lo, hi);
   }
 
-  void workerLoop(int index) {
+  void workerLoop(int index, uint64_t seen) {
     insideWorker_ = true;
-    uint64_t seen = generation_.load(std::memory_order_acquire);
     for (;;) {
       uint64_t now = seen;
       for (int spin = 0; spin < kSpinIterations && now == seen; ++spin) {

@@ -134,11 +134,13 @@ inline bool usesRows(const BnLayout& layout) { return layout.channelsLast || lay
 
 // ---- channels-last helpers -------------------------------------------------
 
+// A chunk is a fixed number of rows: channel blocks walk it twice, and one
+// block's share (rows x 4 vectors) stays in L1 whatever C is. Few channels get
+// taller chunks so each chunk still carries enough work.
 struct RowChunks {
   int64_t rows, rowsPerChunk, count;
   RowChunks(int64_t rowCount, int64_t channels) : rows(rowCount) {
-    rowsPerChunk = kChunkElements / channels;
-    if (rowsPerChunk < 1) rowsPerChunk = 1;
+    rowsPerChunk = channels >= 64 ? 64 : kChunkElements / 64 / channels * 64;
     count = (rows + rowsPerChunk - 1) / rowsPerChunk;
   }
   int64_t begin(int64_t chunk) const { return chunk * rowsPerChunk; }
