@@ -49,6 +49,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
   exports.Set("hardwareThreads", Napi::Number::New(env, hardwareThreads()));
   registerBatchNorm(env, exports);
+  registerNn(env, exports);
+  registerBench(env, exports);
   return exports;
 }
 

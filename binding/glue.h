@@ -91,5 +91,7 @@ inline int64_t product(Napi::Env env, std::initializer_list<int64_t> dims) {
 }
 
 void registerBatchNorm(Napi::Env env, Napi::Object exports);
+void registerNn(Napi::Env env, Napi::Object exports);
+void registerBench(Napi::Env env, Napi::Object exports);
 
 }  // namespace bnkit::glue

@@ -1,5 +1,6 @@
 // The one place that loads the compiled addon and gives it types. Everything
 // else in lib/ imports `native` from here.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
 
@@ -32,30 +33,186 @@ export interface NativeAddon {
     beta: Float32Array | null, relu: boolean, batchStatistics: boolean,
     dgamma: Float32Array | null, dbeta: Float32Array | null,
   ): void;
+
+  /**
+   * Benchmark anchor: copies src into dst (same length, no overlap) with memcpy
+   * split over the kernel thread pool, `repetitions` times after one warm-up
+   * copy, and returns the median seconds of one copy. `nonTemporal` copies
+   * with streaming stores instead (for arrays far larger than the L3).
+   */
+  streamCopy(src: Float32Array, dst: Float32Array, repetitions: number, nonTemporal?: boolean): number;
+
+  // ---- Training kernels (binding/nn_glue.cc). Tensors are row-major NCHW Float32Arrays;
+  // "+=" arguments are accumulated into, all others overwritten. Every entry checks lengths
+  // against the sizes (RangeError naming the argument), types (TypeError), integer sizes >= 1,
+  // finite hyper-parameters and labels in [0, classes).
+
+  /**
+   * C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C. op(A) = A^T when transA (A stored
+   * [K,M]), op(B) = B^T when transB (B stored [N,K]). beta = 0 never reads C (NaN ignored).
+   * Deterministic: the same bits for any thread count.
+   */
+  gemm(
+    transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: Float32Array, B: Float32Array, beta: number, C: Float32Array,
+  ): void;
+  /** y[batch,out] = x[batch,in] * weight[out,in]^T + bias[out] (bias may be null). */
+  linearForward(
+    x: Float32Array, batch: number, inFeatures: number, weight: Float32Array, bias: Float32Array | null,
+    outFeatures: number, y: Float32Array,
+  ): void;
+  /**
+   * dx[batch,in] = dy * weight (overwritten; null skips it), dweight[out,in] += dy^T * x,
+   * dbias[out] += column sums of dy (null skips it).
+   */
+  linearBackward(
+    x: Float32Array, batch: number, inFeatures: number, weight: Float32Array, outFeatures: number,
+    dy: Float32Array, dx: Float32Array | null, dweight: Float32Array, dbias: Float32Array | null,
+  ): void;
+  /**
+   * 2-D convolution (cross-correlation, dilation 1, zero padding), PyTorch output size
+   * oH = floor((H + 2*padH - kh) / strideH) + 1. x [batch,inC,H,W], weight [outC,inC,kh,kw],
+   * bias [outC] or null, y [batch,outC,oH,oW] (overwritten).
+   */
+  conv2dForward(
+    x: Float32Array, batch: number, inC: number, H: number, W: number, weight: Float32Array,
+    bias: Float32Array | null, outC: number, kh: number, kw: number, strideH: number, strideW: number,
+    padH: number, padW: number, y: Float32Array,
+  ): void;
+  /**
+   * Gradients of conv2dForward given dy [batch,outC,oH,oW]: dx [batch,inC,H,W] overwritten
+   * (null skips it, e.g. for the first layer), dweight += , dbias += (null skips it).
+   */
+  conv2dBackward(
+    x: Float32Array, batch: number, inC: number, H: number, W: number, weight: Float32Array, outC: number,
+    kh: number, kw: number, strideH: number, strideW: number, padH: number, padW: number,
+    dy: Float32Array, dx: Float32Array | null, dweight: Float32Array, dbias: Float32Array | null,
+  ): void;
+  /**
+   * Max pooling, floor mode, no padding: y [batch,channels,oH,oW] with oH = floor((H-kernel)/stride)+1;
+   * argmax[i] = flat index into x of the maximum (first one on ties; NaN wins).
+   */
+  maxPool2dForward(
+    x: Float32Array, batch: number, channels: number, H: number, W: number, kernel: number, stride: number,
+    y: Float32Array, argmax: Int32Array,
+  ): void;
+  /** dx is overwritten: zeros, then dy[i] added at argmax[i] (each index checked against dx). */
+  maxPool2dBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): void;
+  /** y = max(0, x) (NaN stays NaN); y may be x. */
+  reluForward(x: Float32Array, y: Float32Array): void;
+  /** dx = dy where y > 0, else 0; dx may be dy. */
+  reluBackward(y: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  /** y = 1 / (1 + exp(-x)); y may be x. */
+  sigmoidForward(x: Float32Array, y: Float32Array): void;
+  /** dx = dy * y * (1 - y), y being the forward output; dx may be dy. */
+  sigmoidBackward(y: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  /**
+   * Softmax of logits [batch,classes] into probs, and the mean over the batch of
+   * -log softmax[label] (log-sum-exp with the row maximum subtracted). Labels in [0, classes).
+   */
+  softmaxCrossEntropyForward(
+    logits: Float32Array, batch: number, classes: number, labels: Uint8Array | Int32Array, probs: Float32Array,
+  ): number;
+  /** dlogits = (probs - onehot(labels)) / batch, the gradient of the mean loss. */
+  softmaxCrossEntropyBackward(
+    probs: Float32Array, batch: number, classes: number, labels: Uint8Array | Int32Array, dlogits: Float32Array,
+  ): void;
+  /**
+   * One torch.optim.SGD step in place: d = grad + weightDecay*param; with momentum,
+   * velocity = momentum*velocity + (1-dampening)*d (velocity = d when firstStep), and
+   * d = nesterov ? d + momentum*velocity : velocity; param -= lr*d. velocity may be null only
+   * when momentum = 0. A zero-initialized velocity matches PyTorch's first step exactly when
+   * dampening = 0; with dampening != 0 pass firstStep = true on the first call.
+   */
+  sgdStep(
+    param: Float32Array, grad: Float32Array, velocity: Float32Array | null, lr: number, momentum: number,
+    dampening: number, weightDecay: number, nesterov: boolean, firstStep?: boolean,
+  ): void;
+  /**
+   * One torch.optim.Adam step in place (L2 weightDecay added to grad, no amsgrad):
+   * m = beta1*m + (1-beta1)*g, v = beta2*v + (1-beta2)*g^2,
+   * param -= lr/(1-beta1^step) * m / (sqrt(v)/sqrt(1-beta2^step) + eps). step counts from 1.
+   */
+  adamStep(
+    param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, step: number, lr: number,
+    beta1: number, beta2: number, eps: number, weightDecay: number,
+  ): void;
 }
 
 /** Directory of the package (holds package.json, prebuilds/ and build/). */
 export const packageRoot = path.resolve(__dirname, '..');
 
-function loadAddon(): NativeAddon {
-  // node-gyp-build looks in prebuilds/<platform>-<arch>/ and build/Release/.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const load = require('node-gyp-build') as (dir: string) => unknown;
+type NodeGypBuild = ((dir: string) => unknown) & { resolve(dir: string): string };
+
+/** "glibc 2.36", "musl" or "unknown": the part of a prebuild's tag a user can act on. */
+function describeLibc(): string {
   try {
-    return load(packageRoot) as NativeAddon;
+    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+    if (header?.glibcVersionRuntime) return `glibc ${header.glibcVersionRuntime}`;
+    return process.platform === 'linux' ? 'musl' : 'n/a';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The command that builds the addon from source for this install. */
+function buildCommand(): string {
+  const parent = path.dirname(packageRoot);
+  const inNodeModules = path.basename(parent) === 'node_modules' || path.basename(path.dirname(parent)) === 'node_modules';
+  if (!inNodeModules) return `cd ${packageRoot} && npm run build:native`;
+  // Scoped or not, the project is the folder holding node_modules/.
+  const project = path.basename(parent) === 'node_modules' ? path.dirname(parent) : path.dirname(path.dirname(parent));
+  return (
+    `cd ${project} && npm install --no-save cmake-js@^8 node-addon-api@^8 && ` +
+    `BNKIT_BUILD_FROM_SOURCE=1 node ${path.join(packageRoot, 'scripts', 'install.cjs')}`
+  );
+}
+
+// Compiling inside require() is opt-in (BNKIT_BUILD_ON_LOAD=1): it takes a
+// minute, needs cmake and a compiler, and writes into node_modules, none of
+// which an import should do behind the user's back. The install script
+// (scripts/install.cjs) already builds when no prebuild matches, and a build
+// in build/Release is what node-gyp-build loads first.
+function buildOnLoad(): string | null {
+  if (process.env.BNKIT_BUILD_ON_LOAD !== '1') return null;
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
+  process.stderr.write('bnkit: BNKIT_BUILD_ON_LOAD=1 and no usable binary: building with cmake-js...\n');
+  const result = spawnSync(process.execPath, [path.join(packageRoot, 'scripts', 'install.cjs')], {
+    cwd: packageRoot,
+    env: { ...process.env, BNKIT_BUILD_FROM_SOURCE: '1' },
+    stdio: ['ignore', 2, 2],
+  });
+  const built = path.join(packageRoot, 'build', 'Release', 'bnkit.node');
+  return result.status === 0 && fs.existsSync(built) ? built : null;
+}
+
+function loadAddon(): NativeAddon {
+  // node-gyp-build looks in build/Release/ (a local build) first, then in
+  // prebuilds/<platform>-<arch>/ for a file whose tags (glibc/musl, ...) match.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const load = require('node-gyp-build') as NodeGypBuild;
+  let found: string | null = null;
+  try {
+    found = load.resolve(packageRoot);
+    return require(found) as NativeAddon;
   } catch (cause) {
     const message = (cause as Error).message ?? String(cause);
+    // A forced ISA the CPU lacks is a user error with its own clear message.
     if (/BNKIT_ISA/.test(message)) throw cause;
-    const libc = process.report?.getReport
-      ? ((process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime
-          ? 'glibc'
-          : 'musl')
-      : 'unknown';
+    const rebuilt = buildOnLoad();
+    if (rebuilt) return require(rebuilt) as NativeAddon;
+    const where =
+      `platform=${process.platform} arch=${process.arch} libc=${describeLibc()} ` +
+      `(node ${process.versions.node}, N-API ${process.versions.napi ?? '?'}, ${os.cpus()[0]?.model ?? 'unknown cpu'})`;
+    const what = found
+      ? `bnkit: the native addon ${found} does not load on ${where}.`
+      : `bnkit: no prebuilt native addon matches ${where}, and there is no local build in ${path.join(packageRoot, 'build', 'Release')}.\n` +
+        `Prebuilt: linux-x64 and linux-arm64 with glibc >= 2.34 (${path.join(packageRoot, 'prebuilds')}).`;
     throw new Error(
-      `bnkit: no native addon for platform=${process.platform} arch=${process.arch} libc=${libc} ` +
-        `(node ${process.versions.node}, ${os.cpus()[0]?.model ?? 'unknown cpu'}).\n` +
-        `Build it from source with: cd ${packageRoot} && npx cmake-js compile --out build\n` +
-        `(needs cmake and a C++17 compiler). Cause: ${message}`,
+      `${what}\n` +
+        `Build it from source (needs cmake >= 3.16 and a C++17 compiler):\n  ${buildCommand()}\n` +
+        `or set BNKIT_BUILD_ON_LOAD=1 to build on first load.\nCause: ${message}`,
       { cause },
     );
   }

@@ -29,6 +29,9 @@ const CONVS: ConvCfg[] = [
   { batch: 1, inC: 4, H: 7, W: 6, outC: 9, kh: 5, kw: 5, sh: 3, sw: 2, ph: 2, pw: 2 },
   { batch: 5, inC: 2, H: 5, W: 5, outC: 3, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0 },
   { batch: 2, inC: 2, H: 4, W: 4, outC: 2, kh: 4, kw: 4, sh: 1, sw: 1, ph: 3, pw: 0 },
+  { batch: 3, inC: 3, H: 6, W: 5, outC: 4, kh: 2, kw: 3, sh: 1, sw: 1, ph: 2, pw: 1 },
+  { batch: 2, inC: 5, H: 8, W: 9, outC: 7, kh: 3, kw: 3, sh: 2, sw: 1, ph: 1, pw: 1 },
+  { batch: 17, inC: 3, H: 5, W: 21, outC: 9, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 2 },
 ];
 
 function conv(c: ConvCfg) {
@@ -175,6 +178,28 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
       const loss = () => { native.maxPool2dForward(x, batch, ch, H, W, kern, stride, y, arg); return dot(dy, y); };
       checkFiniteDifferences(x, dx, loss, 0.25, 1e-4);
     }
+  });
+
+  it('maxPool2dBackward sums repeated and unordered indices in dy order', () => {
+    use();
+    const n = 40000, dxLength = 1000;
+    const arg = Int32Array.from({ length: n }, (_, i) => (i * 7919) % dxLength); // unordered, each index hit 40 times
+    const dy = rngArray(n, 33), dx = new Float32Array(dxLength).fill(NaN);
+    native.maxPool2dBackward(dy, arg, dx);
+    const want = new Float64Array(dxLength);
+    arg.forEach((at, i) => { want[at] += dy[i]; });
+    expect(relError(dx, want)).toBeLessThan(1e-5);
+    // Increasing pieces (as produced by the forward pass) take the parallel path: same bits for 1 and 2 threads.
+    const sorted = Int32Array.from({ length: n }, (_, i) => Math.floor(i / 40));
+    const run = (threads: number) => {
+      native.setNumThreads(threads);
+      const out = new Float32Array(dxLength);
+      native.maxPool2dBackward(dy, sorted, out);
+      return Array.from(out);
+    };
+    const one = run(1), two = run(2);
+    native.setNumThreads(initialThreads);
+    expect(two).toEqual(one);
   });
 
   it('maxPool2d propagates NaN and takes the first of equal maxima', () => {

@@ -11,22 +11,22 @@ namespace {
 const KernelTable* compiledTable(Isa isa) {
   switch (isa) {
     case Isa::Scalar: {
-      static const KernelTable table{Isa::Scalar, kBatchNormScalar};
+      static const KernelTable table{Isa::Scalar, kBatchNormScalar, kGemmScalar, kConvScalar, kElementwiseScalar};
       return &table;
     }
 #if defined(__x86_64__) || defined(_M_X64)
     case Isa::Avx2: {
-      static const KernelTable table{Isa::Avx2, kBatchNormAvx2};
+      static const KernelTable table{Isa::Avx2, kBatchNormAvx2, kGemmAvx2, kConvAvx2, kElementwiseAvx2};
       return &table;
     }
     case Isa::Avx512: {
-      static const KernelTable table{Isa::Avx512, kBatchNormAvx512};
+      static const KernelTable table{Isa::Avx512, kBatchNormAvx512, kGemmAvx512, kConvAvx512, kElementwiseAvx512};
       return &table;
     }
 #endif
 #if defined(__aarch64__)
     case Isa::Neon: {
-      static const KernelTable table{Isa::Neon, kBatchNormNeon};
+      static const KernelTable table{Isa::Neon, kBatchNormNeon, kGemmNeon, kConvNeon, kElementwiseNeon};
       return &table;
     }
 #endif

@@ -5,6 +5,9 @@
 #include <string>
 
 #include "batchnorm/batchnorm.h"
+#include "conv/conv.h"
+#include "elementwise/elementwise.h"
+#include "gemm/gemm.h"
 #include "isa.h"
 
 namespace bnkit {
@@ -12,6 +15,9 @@ namespace bnkit {
 struct KernelTable {
   Isa isa;
   BatchNormKernels batchNorm;
+  GemmKernels gemm;
+  ConvKernels conv;
+  ElementwiseKernels elementwise;
 };
 
 // nullptr when this binary lacks the path or the CPU cannot run it.
