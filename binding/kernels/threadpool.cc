@@ -22,6 +22,7 @@ namespace {
 // Workers spin briefly before sleeping: kernels on small tensors take a few
 // microseconds, far less than a condition-variable wake-up.
 constexpr int kSpinIterations = 1 << 14;
+constexpr int kAckSpinIterations = 1 << 10;
 
 class ThreadPool {
  public:
@@ -34,11 +35,12 @@ class ThreadPool {
     std::lock_guard<std::mutex> dispatch(dispatchMutex_);
     stopWorkers();
     stopping_ = false;
+    pending_.store(0, std::memory_order_relaxed);
     // The starting generation is read here, under the dispatch lock, not by
     // the new thread: a job dispatched before the thread first runs would
     // otherwise look already seen, and run() would wait for it forever.
     const uint64_t start = generation_.load(std::memory_order_relaxed);
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, start] { workerLoop(i, start); });
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, start] { workerLoop(start); });
   }
 
   void run(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* context) {
@@ -53,20 +55,31 @@ class ThreadPool {
       return;
     }
     std::lock_guard<std::mutex> dispatch(dispatchMutex_, std::adopt_lock);
+    // A worker that has not yet acknowledged the previous job may still read
+    // job_. Usually it is a few instructions from doing so; if it is not
+    // (descheduled on a busy machine), run this job on the calling thread
+    // rather than wait for it.
+    for (int spin = 0; spin < kAckSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++spin) {
+      BNKIT_CPU_RELAX();
+    }
+    if (pending_.load(std::memory_order_acquire) != 0) {
+      fn(context, begin, end);
+      return;
+    }
     job_ = Job{begin, end, blocks, fn, context};
-    // Every worker acknowledges every job, even one it has no block in: a
-    // worker can then never lag a generation behind and read the next job.
+    nextBlock_.store(0, std::memory_order_relaxed);
+    finishedBlocks_.store(0, std::memory_order_relaxed);
     pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(wakeMutex_);
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
-    runBlock(0);
-    // Spin first (the usual case: the other blocks finish within
-    // microseconds), then yield so an oversubscribed machine can run the
-    // worker we are waiting for.
-    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    // Blocks are claimed, not assigned: if a worker is slow to wake, the
+    // caller takes its blocks, so a busy machine costs at worst serial time.
+    // Which thread runs a block never changes the block boundaries.
+    runClaimedBlocks();
+    for (int spin = 0; finishedBlocks_.load(std::memory_order_acquire) != blocks; ++spin) {
       if (spin < kSpinIterations) {
         BNKIT_CPU_RELAX();
       } else {
@@ -90,7 +103,14 @@ class ThreadPool {
     if (lo < hi) job_.fn(job_.context, lo, hi);
   }
 
-  void workerLoop(int index, uint64_t seen) {
+  void runClaimedBlocks() {
+    for (int block; (block = nextBlock_.fetch_add(1, std::memory_order_acq_rel)) < job_.blocks;) {
+      runBlock(block);
+      finishedBlocks_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void workerLoop(uint64_t seen) {
     insideWorker_ = true;
     for (;;) {
       uint64_t now = seen;
@@ -105,7 +125,8 @@ class ThreadPool {
         now = generation_.load(std::memory_order_acquire);
       }
       seen = now;
-      if (index < job_.blocks) runBlock(index);
+      runClaimedBlocks();
+      // Acknowledged: from here on this worker no longer reads job_.
       pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
@@ -126,6 +147,8 @@ class ThreadPool {
   std::condition_variable wake_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
+  std::atomic<int> nextBlock_{0};
+  std::atomic<int> finishedBlocks_{0};
   bool stopping_ = false;
   Job job_;
   static thread_local bool insideWorker_;
