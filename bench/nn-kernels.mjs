@@ -3,12 +3,16 @@
 // the addon alone (no JavaScript layers).
 //   node bench/nn-kernels.mjs [--isa=NAME] [--json]   kernels x ISAs x {1, 2} threads
 //   node bench/nn-kernels.mjs --breakdown             per-call times of one step
-// Times are medians (kernels) or minima (breakdown) of repeated runs.
+//   node bench/nn-kernels.mjs --breakdown --compare=OTHER/bnkit.node
+//        the same step with a second build of the addon, interleaved step by
+//        step so both see the same machine load (the machine is shared)
+// Times are medians of repeated runs (the breakdown also shows minima).
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 
 const require = createRequire(import.meta.url);
-const native = require('node-gyp-build')(new URL('..', import.meta.url).pathname);
+const defaultNative = require('node-gyp-build')(new URL('..', import.meta.url).pathname);
+const native = defaultNative;
 
 const rand = (n) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.5);
 
@@ -55,7 +59,7 @@ function gemmCase(M, N, K) {
 
 // One cnn-bn training step (batch 64) through the addon alone: every layer's
 // forward and backward plus the SGD update, no JavaScript layer objects.
-function cnnBnStep(times = null) {
+function cnnBnStep(times = null, native = defaultNative) {
   const B = 64;
   const buf = (n) => new Float32Array(n);
   const conv1 = { w: rand(32 * 9), b: rand(32), dw: buf(32 * 9), db: buf(32) };
@@ -83,7 +87,8 @@ function cnnBnStep(times = null) {
     const t0 = performance.now();
     f();
     const ms = performance.now() - t0;
-    times.set(label, Math.min(times.get(label) ?? Infinity, ms));
+    if (!times.has(label)) times.set(label, []);
+    times.get(label).push(ms);
   };
   return () => {
     t('conv1 forward', () => native.conv2dForward(x, B, 1, 28, 28, conv1.w, conv1.b, 32, 3, 3, 1, 1, 1, 1, a1));
@@ -136,15 +141,43 @@ for (const isa of native.availableIsas().filter((i) => !only || i === only)) {
   }
 }
 if (process.argv.includes('--breakdown')) {
+  const other = process.argv.find((a) => a.startsWith('--compare='))?.slice(10);
+  const builds = [['this build', native]];
+  if (other) builds.push([other, require(other)]);
+  const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
   for (const threads of [1, 2]) {
-    native.setNumThreads(threads);
-    const times = new Map();
-    const step = cnnBnStep(times);
-    for (let i = 0; i < 40; i++) step();
-    let total = 0;
-    for (const ms of times.values()) total += ms;
-    console.log(`cnn-bn step breakdown, ${native.isa()}, ${threads} thread(s), best of 40 per call (sum ${total.toFixed(2)} ms):`);
-    for (const [label, ms] of times) console.log(`  ${label.padEnd(34)} ${ms.toFixed(3)} ms`);
+    const runs = builds.map(([name, addon]) => {
+      addon.setNumThreads(threads);
+      const times = new Map();
+      return { name, addon, times, step: cnnBnStep(times, addon), totals: [] };
+    });
+    // Each build has its own thread pool, whose workers spin a little after
+    // each call: a pause between builds lets them fall asleep so one build's
+    // spinning never steals the other's second core.
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < 60; i++) {
+      for (const r of runs) {
+        if (runs.length > 1) Atomics.wait(pause, 0, 0, 5);
+        const t0 = performance.now();
+        r.step();
+        r.totals.push(performance.now() - t0);
+      }
+    }
+    console.log(`cnn-bn step breakdown, ${native.isa()}, ${threads} thread(s), median (min) of 60 calls, ms:`);
+    console.log(`  ${''.padEnd(34)} ${runs.map((r) => r.name.slice(-24).padStart(24)).join(' ')}`);
+    for (const label of runs[0].times.keys()) {
+      const cols = runs.map((r) => `${median(r.times.get(label)).toFixed(3)} (${Math.min(...r.times.get(label)).toFixed(3)})`);
+      console.log(`  ${label.padEnd(34)} ${cols.map((c) => c.padStart(24)).join(' ')}`);
+    }
+    const cols = runs.map((r) => `${median(r.totals).toFixed(3)} (${Math.min(...r.totals).toFixed(3)})`);
+    console.log(`  ${'whole step'.padEnd(34)} ${cols.map((c) => c.padStart(24)).join(' ')}`);
+    // On a shared machine the sum of per-call minima is the steadier figure.
+    const sums = runs.map((r) => {
+      let med = 0, min = 0;
+      for (const v of r.times.values()) { med += median(v); min += Math.min(...v); }
+      return `${med.toFixed(3)} (${min.toFixed(3)})`;
+    });
+    console.log(`  ${'sum of per-call medians (minima)'.padEnd(34)} ${sums.map((c) => c.padStart(24)).join(' ')}`);
   }
 }
 native.setIsa(initial);

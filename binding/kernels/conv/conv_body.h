@@ -1,5 +1,8 @@
 // Convolution written once over a vector wrapper V (conv_<isa>.cc instantiates
 // it), as GEMMs whose operands are packed straight from the tensors:
+//  - forward, stride 1 with a shallow patch (conv1): direct, directConv;
+//  - 3x3 stride-1 layers with several channels (forward and data gradient):
+//    Winograd F(2x2, 3x3), conv_winograd.h;
 //  - forward, per image: y_n[outC, P] = W[outC, K] * col(x_n)[K, P], the
 //    im2col values written directly into the GEMM's B sliver (no column
 //    matrix); stride 1 reads them from a zero-padded copy (conv_padded.h);
@@ -22,6 +25,7 @@
 #include "conv_pack.h"
 #include "conv_padded.h"
 #include "conv_wgrad.h"
+#include "conv_winograd.h"
 
 namespace bnkit {
 namespace {
@@ -96,6 +100,88 @@ void paddedGemmConv(const ConvShape& s, const PackA& packA, const float* input, 
   });
 }
 
+// Stride 1 with a shallow patch (conv1: one input channel, 9 taps): a GEMM
+// with K = 9 spends its time storing its tiles and copying them out of the
+// padded grid (37% of conv1 forward). Directly: each output row segment of two
+// vectors accumulates kDirectRows output channels in registers over every tap,
+// reading the padded input (in L1) with unaligned vector loads; y is written
+// once. Deeper patches keep the GEMM (its register blocking reuses each
+// input load across more channels; the cut-off at 27 taps is not tuned).
+constexpr int kDirectRows = 8;
+
+inline bool directFits(const ConvShape& s) {
+  return s.strideH == 1 && s.strideW == 1 && s.patch() <= 27;
+}
+
+template <class V>
+void directConv(const ConvShape& s, const float* weight, const float* input, const float* bias, float* out) {
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes, R = kDirectRows;
+  const PaddedGeometry g = paddedGeometry<V>(s);
+  const int64_t M = s.outC, K = s.patch(), outH = s.outH(), outW = s.outW(), P = outH * outW;
+  const int64_t imageSize = s.inC * s.H * s.W, threads = minI(numThreads(), s.batch);
+  const int64_t perThread = s.inC * g.pitch;
+  const int64_t offsetFloats = roundUp(K, 16);
+  float* work = static_cast<float*>(scratchBytes(sizeof(float) * (offsetFloats + threads * perThread)));
+  int32_t* tapOffsets = reinterpret_cast<int32_t*>(work);
+  paddedRowOffsets(s, g, tapOffsets);
+  work += offsetFloats;
+  parallelForEach(0, threads, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      float* padded = work + t * perThread;
+      for (int64_t n = s.batch * t / threads; n < s.batch * (t + 1) / threads; ++n) {
+        padPlanes<V>(input + n * imageSize, s.inC, s.H, s.W, s.padH, s.padW, g, padded);
+        float* y = out + n * M * P;
+        for (int64_t oc0 = 0; oc0 < M; oc0 += R) {
+          const int64_t rows = minI(R, M - oc0);
+          // Channels past M repeat the last one; their sums are dropped.
+          const float* w[R];
+          Reg b[R];
+          for (int r = 0; r < R; ++r) {
+            const int64_t oc = oc0 + (r < rows ? r : rows - 1);
+            w[r] = weight + oc * K;
+            b[r] = V::set1(bias != nullptr ? bias[oc] : 0.0f);
+          }
+          for (int64_t oy = 0; oy < outH; ++oy) {
+            const float* src = padded + oy * g.Wp;
+            // Two vectors of the row per pass share each weight broadcast; a
+            // second vector past the row reads padding slack and is dropped.
+            for (int64_t x = 0; x < outW; x += 2 * L) {
+              Reg acc[R][2];
+#pragma GCC unroll 8
+              for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = b[r];
+              for (int64_t k = 0; k < K; ++k) {
+                const Reg v0 = V::load(src + tapOffsets[k] + x), v1 = V::load(src + tapOffsets[k] + x + L);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; ++r) {
+                  const Reg wk = V::set1(w[r][k]);
+                  acc[r][0] = V::fma(wk, v0, acc[r][0]);
+                  acc[r][1] = V::fma(wk, v1, acc[r][1]);
+                }
+              }
+              float* dst = y + oc0 * P + oy * outW + x;
+              const int64_t valid = outW - x;
+#pragma GCC unroll 8
+              for (int r = 0; r < R; ++r) {
+                if (r >= rows) break;
+                if (valid >= 2 * L) {
+                  V::store(dst + r * P, acc[r][0]);
+                  V::store(dst + r * P + L, acc[r][1]);
+                } else if (valid > L) {
+                  V::store(dst + r * P, acc[r][0]);
+                  V::storePartial(dst + r * P + L, acc[r][1], valid - L);
+                } else {
+                  V::storePartial(dst + r * P, acc[r][0], valid);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 // The padded path addresses an image with int32 row offsets.
 template <class V>
 bool paddedFits(const ConvShape& s) {
@@ -113,6 +199,14 @@ void gemmConv(const ConvShape& s, const PackA& packA, const float* input, const 
 
 template <class V>
 void convForward(const ConvForwardArgs& a) {
+  if (directFits(a.s) && paddedFits<V>(a.s)) {
+    directConv<V>(a.s, a.weight, a.x, a.bias, a.y);
+    return;
+  }
+  if (winogradFits(a.s)) {
+    winogradConv<V>(a.s, WinogradWeights{a.weight, false}, a.x, a.bias, a.y);
+    return;
+  }
   gemmConv<V>(a.s, StridedA<V>{a.weight, a.s.patch(), a.s.outC, false}, a.x, a.bias, a.y);
 }
 
@@ -237,9 +331,14 @@ void convBackwardData(const ConvBackwardArgs& a) {
   t.W = s.outW();
   t.padH = s.kh - 1 - s.padH;
   t.padW = s.kw - 1 - s.padW;
+  if (winogradFits(t)) {
+    winogradConv<V>(t, WinogradWeights{a.weight, true}, a.dy, nullptr, a.dx);
+    return;
+  }
   gemmConv<V>(t, FlippedWeightA<V>{a.weight, &s}, a.dy, nullptr, a.dx);
 }
 
+// Also the bias gradient (when dbias is set), from the padded dy copies.
 template <class V>
 void convBackwardWeightDot(const ConvBackwardArgs& a) {
   const ConvShape& s = a.s;
@@ -250,33 +349,41 @@ void convBackwardWeightDot(const ConvBackwardArgs& a) {
   const int64_t chunkImages = wgradChunkImages<V>(s), chunks = ceilDiv(s.batch, chunkImages);
   const int64_t threads = minI(numThreads(), chunks);
   const int64_t perThread = chunkImages * (M * dyPitch + s.inC * g.pitch);
-  float* partials = static_cast<float*>(scratchBytes(sizeof(float) * (chunks * M * N + threads * perThread)));
-  float* work = partials + chunks * M * N;
+  const int64_t sumFloats = roundUp(s.batch * M, 16);
+  float* partials = static_cast<float*>(scratchBytes(sizeof(float) * (chunks * M * N + sumFloats + threads * perThread)));
+  float* planeSums = partials + chunks * M * N;  // [batch][outC]
+  float* work = planeSums + sumFloats;
   parallelForEach(0, threads, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       float* dyPad = work + t * perThread;
       float* xPad = dyPad + chunkImages * M * dyPitch;
       for (int64_t c = chunks * t / threads; c < chunks * (t + 1) / threads; ++c) {
         const int64_t n0 = c * chunkImages, images = minI(chunkImages, s.batch - n0);
-        padDy<V>(a.dy + n0 * M * P, images * M, outH, outW, g, dyPitch, dyPad);
+        padDy<V>(a.dy + n0 * M * P, images * M, outH, outW, g, dyPitch, dyPad, planeSums + n0 * M);
         padPlanes<V>(a.x + n0 * imageSize, images * s.inC, s.H, s.W, s.padH, s.padW, g, xPad);
         wgradChunk<V>(s, g, dyPad, xPad, images, partials + c * M * N);
       }
     }
   });
   addPartials(partials, chunks, M * N, a.dweight);
+  if (a.dbias != nullptr) {
+    // Image order, whatever the thread count.
+    for (int64_t oc = 0; oc < M; ++oc) {
+      float sum = 0.0f;
+      for (int64_t n = 0; n < s.batch; ++n) sum += planeSums[n * M + oc];
+      a.dbias[oc] += sum;
+    }
+  }
 }
 
 template <class V>
 void convBackward(const ConvBackwardArgs& a) {
   if (a.dx != nullptr) convBackwardData<V>(a);
-  if (a.dweight != nullptr) {
-    if (a.s.strideH == 1 && a.s.strideW == 1 && paddedFits<V>(a.s)) {
-      convBackwardWeightDot<V>(a);
-    } else {
-      convBackwardWeightGemm<V>(a);
-    }
+  if (a.dweight != nullptr && a.s.strideH == 1 && a.s.strideW == 1 && paddedFits<V>(a.s)) {
+    convBackwardWeightDot<V>(a);  // dbias too
+    return;
   }
+  if (a.dweight != nullptr) convBackwardWeightGemm<V>(a);
   if (a.dbias != nullptr) convBackwardBias<V>(a);
 }
 

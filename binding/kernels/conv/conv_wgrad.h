@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "../gemm/gemm_body.h"
+#include "../simd/vector_loop.h"
 #include "conv.h"
 #include "conv_padded.h"
 
@@ -30,9 +31,12 @@ int64_t paddedDyPitch(const PaddedGeometry& g) {
   return roundUp(g.grid, V::kLanes);
 }
 
+// Also returns each plane's sum in planeSums (the bias gradient), taken from
+// the copy while it is in L1.
 template <class V>
 void padDy(const float* dy, int64_t planes, int64_t outH, int64_t outW, const PaddedGeometry& g, int64_t pitch,
-           float* dst) {
+           float* dst, float* planeSums) {
+  using Reg = typename V::Reg;
   for (int64_t c = 0; c < planes; ++c) {
     const float* src = dy + c * outH * outW;
     float* out = dst + c * pitch;
@@ -41,6 +45,12 @@ void padDy(const float* dy, int64_t planes, int64_t outH, int64_t outW, const Pa
       zeroFloats<V>(out + y * g.Wp + outW, g.Wp - outW);
     }
     zeroFloats<V>(out + g.grid, pitch - g.grid);
+    Reg acc[4];
+    simd::zero4<V>(acc);
+    simd::vectorLoop<V>(pitch, [&](auto full, int slot, int64_t i, int64_t valid) {
+      acc[slot] = V::add(acc[slot], simd::loadN<V>(full, out + i, valid, 0.0f));
+    });
+    planeSums[c] = simd::reduceAdd4<V>(acc);
   }
 }
 

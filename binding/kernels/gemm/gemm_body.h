@@ -50,6 +50,7 @@ inline int64_t kcBlock(int64_t K) {
 inline int64_t roundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 inline int64_t ceilDiv(int64_t v, int64_t m) { return (v + m - 1) / m; }
 inline int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t maxI(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // How the microkernel finds row k (NR floats) of op(B) inside a K block:
 // packed slivers advance by NR; conv operands that already lie contiguously in
@@ -63,6 +64,19 @@ struct OffsetRows {
   const float* base;
   const int32_t* offsets;
   const float* row(int64_t k, int64_t) const { return base + offsets[k]; }
+};
+
+// B rows a fixed stride apart, read in place (operands already laid out as [k][columns]).
+struct StridedRows {
+  const float* base;
+  int64_t ld;
+  const float* row(int64_t k, int64_t) const { return base + k * ld; }
+};
+
+struct InPlaceB {
+  const float* B;
+  int64_t ld;
+  StridedRows operator()(float*, int64_t j0, int64_t k0, int64_t) const { return StridedRows{B + k0 * ld + j0, ld}; }
 };
 
 struct GemmEpilogue {

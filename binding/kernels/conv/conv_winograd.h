@@ -1,0 +1,325 @@
+// Winograd F(2x2, 3x3) for stride-1 3x3 convolutions with enough channels
+// (conv2 of the MNIST models and its data gradient): every 2x2 output tile is
+//   Y = A^T [ sum_ic (G g G^T) (.) (B^T d B) ] A
+// so the 16 positions xi of the transformed 4x4 tiles become 16 independent
+// GEMMs  M_xi[oc][tile] = U_xi[oc][ic] * V_xi[ic][tile]  with 2.25x fewer
+// multiply-adds than the direct convolution, and no junk columns.
+// Tiles are numbered over the whole batch and cut into fixed blocks of
+// winogradBlockTiles (a function of the ISA only); a block's V and M (under
+// 1 MiB) stay in L2 between the transforms and the GEMMs. Threads take whole
+// blocks and every tile is computed the same way in any block, so results do
+// not depend on the thread count. The transforms work on vectors of tiles:
+// the input transform along runs of tiles on one tile row (unit-stride loads
+// from rows split into even and odd columns), the output transform along the
+// block. The weight transform writes the GEMM's packed A panels directly.
+// Rounding: the input/output transforms only add and subtract, and G has
+// entries 1 and 1/2, so the error stays within a small multiple of the direct
+// sum's (checked against the float64 reference by the tests).
+#pragma once
+#include <cstdint>
+
+#include "../gemm/gemm_body.h"
+#include "conv.h"
+
+namespace bnkit {
+namespace {
+
+// Weights as the convolution sees them: for the data gradient the kernel is
+// flipped and its channel axes swapped (see FlippedWeightA in conv_pack.h).
+struct WinogradWeights {
+  const float* w;
+  bool flipped;  // w is stored [inC][outC][3][3] of the convolution computed
+
+  float at(int64_t outC, int64_t inC, int64_t o, int64_t i, int ky, int kx) const {
+    return flipped ? w[((i * outC + o) * 3 + (2 - ky)) * 3 + (2 - kx)] : w[((o * inC + i) * 3 + ky) * 3 + kx];
+  }
+};
+
+template <class V>
+constexpr int64_t winogradBlockTiles() {
+  // About 128 tiles (measured: 64 and 192 are slower on conv2), a whole number of GEMM slivers.
+  return (128 + GemmTile<V>::kNR - 1) / GemmTile<V>::kNR * GemmTile<V>::kNR;
+}
+
+// Worth it (and exact enough) for 3x3 stride-1 layers with several channels
+// on both sides; the padding may be 0..2 as every tile read is bounds-checked.
+inline bool winogradFits(const ConvShape& s) {
+  return s.kh == 3 && s.kw == 3 && s.strideH == 1 && s.strideW == 1 && s.padH <= 2 && s.padW <= 2 &&
+         s.inC >= 8 && s.outC >= 8 && s.outH() >= 2 && s.outW() >= 2;
+}
+
+// U_xi[o][i] = (G g G^T)[xi] with G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], in
+// double, for output channels [o0, o1), written straight into the packed GEMM
+// A panels of each xi (packAPanels' layout: K blocks, MR-row panels, [k][MR]).
+template <class V>
+void winogradWeightTransform(const WinogradWeights& wt, int64_t outC, int64_t inC, int64_t o0, int64_t o1,
+                             int64_t panelFloats, float* packed) {
+  constexpr int MR = GemmTile<V>::kMR;
+  const int64_t kc = kcBlock<V>(inC), mPad = roundUp(outC, MR);
+  for (int64_t o = o0; o < o1; ++o)
+    for (int64_t i = 0; i < inC; ++i) {
+      const int64_t k0 = i / kc * kc;
+      float* dst = packed + k0 * mPad + (o / MR) * MR * minI(kc, inC - k0) + (i - k0) * MR + o % MR;
+      double g[3][3], t[4][3];
+      for (int ky = 0; ky < 3; ++ky)
+        for (int kx = 0; kx < 3; ++kx) g[ky][kx] = wt.at(outC, inC, o, i, ky, kx);
+      for (int c = 0; c < 3; ++c) {
+        t[0][c] = g[0][c];
+        t[1][c] = 0.5 * (g[0][c] + g[1][c] + g[2][c]);
+        t[2][c] = 0.5 * (g[0][c] - g[1][c] + g[2][c]);
+        t[3][c] = g[2][c];
+      }
+      for (int r = 0; r < 4; ++r) {
+        const double u[4] = {t[r][0], 0.5 * (t[r][0] + t[r][1] + t[r][2]), 0.5 * (t[r][0] - t[r][1] + t[r][2]),
+                             t[r][2]};
+        for (int c = 0; c < 4; ++c) dst[(r * 4 + c) * panelFloats] = static_cast<float>(u[c]);
+      }
+    }
+  // Rows of the last panel past outC multiply nothing but must be finite.
+  if (o1 == outC)
+    for (int64_t o = outC; o < mPad; ++o)
+      for (int64_t i = 0; i < inC; ++i) {
+        const int64_t k0 = i / kc * kc;
+        float* dst = packed + k0 * mPad + (o / MR) * MR * minI(kc, inC - k0) + (i - k0) * MR + o % MR;
+        for (int xi = 0; xi < 16; ++xi) dst[xi * panelFloats] = 0.0f;
+      }
+}
+
+// A run of a block's tiles on one tile row: tiles [tx0, tx0 + len) of row ty
+// of image n, block positions [j, j + len). row[r] numbers the split input
+// row (see below) holding tap row r; consecutive tile rows share two.
+struct WinogradRun {
+  int64_t image;  // offset of image n (input channel 0)
+  int64_t out;    // offset of the run's first output in output channel 0
+  int64_t ty, tx0, len, j;
+  int32_t row[4];
+};
+
+// The block's runs, and the input rows to split: rowY[i] = offset of the
+// i-th split row within its image's plane, or -1 for a row of padding.
+inline int64_t winogradRuns(const ConvShape& s, int64_t first, int64_t count, WinogradRun* runs, int64_t* rowY,
+                            int64_t* rowCount) {
+  const int64_t outH = s.outH(), outW = s.outW(), tH = (outH + 1) / 2, tW = (outW + 1) / 2;
+  int64_t count_ = 0, rows = 0;
+  for (int64_t g = first; g < first + count; ++count_) {
+    const int64_t tx = g % tW, len = minI(tW - tx, first + count - g);
+    WinogradRun& run = runs[count_];
+    const int64_t n = g / (tH * tW), ty = (g / tW) % tH;
+    run = WinogradRun{n * s.inC * s.H * s.W, n * s.outC * outH * outW + 2 * ty * outW + 2 * tx, ty, tx, len, g - first,
+                      {0, 0, 0, 0}};
+    const bool follows = count_ > 0 && runs[count_ - 1].image == run.image && runs[count_ - 1].ty + 1 == run.ty;
+    for (int r = 0; r < 4; ++r) {
+      if (follows && r < 2) {
+        run.row[r] = runs[count_ - 1].row[r + 2];
+      } else {
+        const int64_t y = 2 * run.ty - s.padH + r;
+        run.row[r] = static_cast<int32_t>(rows);
+        rowY[rows++] = y >= 0 && y < s.H ? run.image + y * s.W : -1;
+      }
+    }
+    g += len;
+  }
+  *rowCount = rows;
+  return count_;
+}
+
+// Floats per split row: the even and odd columns k = 0..tW, and room for
+// vector reads one past the last chunk of a run.
+template <class V>
+int64_t winogradSplitRow(const ConvShape& s) {
+  return roundUp((s.outW() + 1) / 2 + 1, V::kLanes) + V::kLanes;
+}
+
+// V_xi[ic][j] = (B^T d B)[xi] for the block's tiles, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+// xi planes `xiStride` floats apart. Tap column c of tile tx is input column
+// 2*tx + c - padW: the input rows are split into even and odd columns once
+// (scalar moves, zeros off the plane), after which every tap of a run is a
+// unit-stride vector load and the run's tiles fill the lanes. All rows of a
+// channel are split before any run is transformed, so the vector reads do not
+// wait on the scalar stores (store forwarding). Lanes past a run's end read
+// what is left in `split` (zeroed once per call, so always finite) and are
+// never stored.
+template <class V>
+void winogradInputTransform(const ConvShape& s, const float* input, const WinogradRun* runs, int64_t runCount,
+                            const int64_t* rowY, int64_t rowCount, int64_t count, int64_t ld, int64_t xiStride,
+                            int64_t rowFloats, float* split, float* Vb) {
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes;
+  const int64_t plane = s.H * s.W, W = s.W, K = s.inC, tW = (s.outW() + 1) / 2;
+  // Columns k in [kLo, kHi) have both taps on the plane; the loop over them
+  // has no conditions.
+  const int64_t x0 = -s.padW;
+  const int64_t kLo = minI(tW + 1, (s.padW + 1) / 2);
+  const int64_t kHi = W - 2 - x0 < 0 ? kLo : maxI(kLo, minI(tW + 1, (W - 2 - x0) / 2 + 1));
+  for (int64_t ic = 0; ic < K; ++ic) {
+    for (int64_t i = 0; i < rowCount; ++i) {
+      float* __restrict e = split + i * 2 * rowFloats;
+      float* __restrict o = e + rowFloats;
+      if (rowY[i] < 0) {
+        for (int64_t k = 0; k <= tW; ++k) e[k] = o[k] = 0.0f;
+        continue;
+      }
+      const float* __restrict row = input + rowY[i] + ic * plane;
+      const auto edge = [&](int64_t k) {
+        const int64_t x = x0 + 2 * k;
+        e[k] = x >= 0 && x < W ? row[x] : 0.0f;
+        o[k] = x + 1 >= 0 && x + 1 < W ? row[x + 1] : 0.0f;
+      };
+      for (int64_t k = 0; k < kLo; ++k) edge(k);
+      const float* __restrict pair = row + x0;
+      for (int64_t k = kLo; k < kHi; ++k) {
+        e[k] = pair[2 * k];
+        o[k] = pair[2 * k + 1];
+      }
+      for (int64_t k = kHi; k <= tW; ++k) edge(k);
+    }
+    for (int64_t q = 0; q < runCount; ++q) {
+      const WinogradRun& run = runs[q];
+      for (int64_t c = 0; c < run.len; c += L) {
+        // d[r][col]: col 0 = even[k], 1 = odd[k], 2 = even[k + 1], 3 = odd[k + 1]
+        Reg d[4][4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          const float* e = split + run.row[r] * 2 * rowFloats + run.tx0 + c;
+          d[r][0] = V::load(e);
+          d[r][1] = V::load(e + rowFloats);
+          d[r][2] = V::load(e + 1);
+          d[r][3] = V::load(e + rowFloats + 1);
+        }
+        Reg t[4][4];
+#pragma GCC unroll 4
+        for (int col = 0; col < 4; ++col) {
+          t[0][col] = V::sub(d[0][col], d[2][col]);
+          t[1][col] = V::add(d[1][col], d[2][col]);
+          t[2][col] = V::sub(d[2][col], d[1][col]);
+          t[3][col] = V::sub(d[1][col], d[3][col]);
+        }
+        float* dst = Vb + ic * ld + run.j + c;
+        const int64_t lanes = minI(L, run.len - c);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          const Reg v[4] = {V::sub(t[i][0], t[i][2]), V::add(t[i][1], t[i][2]), V::sub(t[i][2], t[i][1]),
+                            V::sub(t[i][1], t[i][3])};
+#pragma GCC unroll 4
+          for (int col = 0; col < 4; ++col) {
+            if (lanes == L) {
+              V::store(dst + (i * 4 + col) * xiStride, v[col]);
+            } else {
+              V::storePartial(dst + (i * 4 + col) * xiStride, v[col], lanes);
+            }
+          }
+        }
+      }
+    }
+    // Lanes past the block's last tile are read by the GEMM's last vector.
+    for (int64_t j = count; j < roundUp(count, L); ++j)
+      for (int xi = 0; xi < 16; ++xi) Vb[xi * xiStride + ic * ld + j] = 0.0f;
+  }
+}
+
+// y tile = A^T m A (+ bias), A^T = [1 1 1 0; 0 1 -1 -1]: computed with full
+// vectors along the block into y[4][ld], then interleaved run by run into the
+// two output rows with scalar moves, clipped at the bottom/right edge.
+template <class V>
+void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, int64_t xiStride,
+                             const WinogradRun* runs, int64_t runCount, int64_t count, const float* bias, float* y,
+                             float* out) {
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes;
+  const int64_t M = s.outC, outH = s.outH(), outW = s.outW(), plane = outH * outW, tW = (outW + 1) / 2;
+  for (int64_t oc = 0; oc < M; ++oc) {
+    const Reg b = bias != nullptr ? V::set1(bias[oc]) : V::zero();
+    for (int64_t j = 0; j < count; j += L) {
+      const float* src = Mb + oc * ld + j;
+      Reg sRow[2][4];
+#pragma GCC unroll 4
+      for (int col = 0; col < 4; ++col) {
+        const Reg m0 = V::load(src + col * xiStride), m1 = V::load(src + (4 + col) * xiStride);
+        const Reg m2 = V::load(src + (8 + col) * xiStride), m3 = V::load(src + (12 + col) * xiStride);
+        sRow[0][col] = V::add(V::add(m0, m1), m2);
+        sRow[1][col] = V::sub(V::sub(m1, m2), m3);
+      }
+#pragma GCC unroll 2
+      for (int r = 0; r < 2; ++r) {
+        const Reg* v = sRow[r];
+        V::store(y + (r * 2) * ld + j, V::add(V::add(V::add(v[0], v[1]), v[2]), b));
+        V::store(y + (r * 2 + 1) * ld + j, V::add(V::sub(V::sub(v[1], v[2]), v[3]), b));
+      }
+    }
+    for (int64_t q = 0; q < runCount; ++q) {
+      const WinogradRun& run = runs[q];
+      const float* y0 = y + run.j;
+      const float *y1 = y0 + ld, *y2 = y0 + 2 * ld, *y3 = y0 + 3 * ld;
+      // The row's last tile has one column when outW is odd.
+      const int64_t len = run.len, pairs = (outW & 1) && run.tx0 + len == tW ? len - 1 : len;
+      float* __restrict r0 = out + run.out + oc * plane;
+      float* __restrict r1 = r0 + outW;
+      for (int64_t l = 0; l < pairs; ++l) {
+        r0[2 * l] = y0[l];
+        r0[2 * l + 1] = y1[l];
+      }
+      if (pairs < len) r0[2 * pairs] = y0[pairs];
+      if (2 * run.ty + 1 < outH) {
+        for (int64_t l = 0; l < pairs; ++l) {
+          r1[2 * l] = y2[l];
+          r1[2 * l + 1] = y3[l];
+        }
+        if (pairs < len) r1[2 * pairs] = y2[pairs];
+      }
+    }
+  }
+}
+
+template <class V>
+void winogradConv(const ConvShape& s, const WinogradWeights& wt, const float* input, const float* bias, float* out) {
+  constexpr int MR = GemmTile<V>::kMR, NR = GemmTile<V>::kNR;
+  constexpr int64_t Tb = winogradBlockTiles<V>();
+  const int64_t M = s.outC, K = s.inC;
+  const int64_t tiles = s.batch * ((s.outH() + 1) / 2) * ((s.outW() + 1) / 2), blocks = ceilDiv(tiles, Tb);
+  const int64_t threads = minI(numThreads(), blocks);
+  const int64_t panelFloats = packedASize<V>(M, K);
+  // The 16 xi planes of V and M, a cache line more than a multiple of 4 KiB
+  // apart, so the transforms' 16 streams do not fight over the same L1 sets.
+  const int64_t vStride = K * Tb + 16, mStride = M * Tb + 16;
+  // A block has at most Tb runs, each adding at most 4 split rows.
+  const int64_t runFloats = roundUp(Tb * int64_t(sizeof(WinogradRun) / sizeof(float)), 16);
+  const int64_t rowYFloats = roundUp(4 * Tb * 2, 16);
+  const int64_t rowFloats = winogradSplitRow<V>(s), splitFloats = roundUp(4 * Tb * 2 * rowFloats, 16);
+  const int64_t perThread = 16 * (vStride + mStride) + runFloats + rowYFloats + splitFloats + 4 * Tb;
+  float* packedA = static_cast<float*>(scratchBytes(sizeof(float) * (16 * panelFloats + threads * perThread)));
+  float* work = packedA + 16 * panelFloats;
+  parallelForEach(0, M, ceilDiv(M, threads), [&](int64_t lo, int64_t hi) {
+    winogradWeightTransform<V>(wt, M, K, lo, hi, panelFloats, packedA);
+  });
+  const GemmEpilogue e;
+  const int64_t imageFloats = K * s.H * s.W;
+  parallelForEach(0, threads, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      float* Vb = work + t * perThread;
+      float* Mb = Vb + 16 * vStride;
+      WinogradRun* runs = reinterpret_cast<WinogradRun*>(Mb + 16 * mStride);
+      int64_t* rowY = reinterpret_cast<int64_t*>(Mb + 16 * mStride + runFloats);
+      float* split = Mb + 16 * mStride + runFloats + rowYFloats;
+      float* yBlock = split + splitFloats;
+      for (int64_t i = 0; i < splitFloats; ++i) split[i] = 0.0f;
+      for (int64_t b = blocks * t / threads; b < blocks * (t + 1) / threads; ++b) {
+        const int64_t first = b * Tb, count = minI(Tb, tiles - first);
+        int64_t rowCount = 0;
+        const int64_t runCount = winogradRuns(s, first, count, runs, rowY, &rowCount);
+        // The split walks the block's images channel by channel, jumping
+        // between planes faster than the hardware prefetchers follow: fetch
+        // the images up front (~3% on conv2 with cold caches).
+        for (const float* p = input + runs[0].image; p < input + runs[runCount - 1].image + imageFloats; p += 16)
+          __builtin_prefetch(p, 0, 3);
+        winogradInputTransform<V>(s, input, runs, runCount, rowY, rowCount, count, Tb, vStride, rowFloats, split, Vb);
+        for (int xi = 0; xi < 16; ++xi)
+          gemmTiles<V>(M, count, K, packedA + xi * panelFloats, InPlaceB{Vb + xi * vStride, Tb}, 0, ceilDiv(M, MR), 0,
+                       ceilDiv(count, NR), Mb + xi * mStride, Tb, e, nullptr);
+        winogradOutputTransform<V>(s, Mb, Tb, mStride, runs, runCount, count, bias, yBlock, out);
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace bnkit
