@@ -35,7 +35,7 @@ describe('bench/run.mjs', () => {
       expect(out.machine.isas).toEqual(availableIsas());
       expect(Number.isNaN(Date.parse(out.machine.date))).toBe(false);
       expect(out.options).toMatchObject({ quick: true, threads: [1], shapes: ['S5'] });
-      expect(positive(out.copyDram['1'].gbps)).toBe(true);
+      for (const kind of ['stream', 'memcpy']) expect(positive(out.copyDram['1'][kind].gbps), kind).toBe(true);
 
       const isas = availableIsas();
       expect(out.results).toHaveLength(isas.length * 2 * 3);
@@ -53,6 +53,7 @@ describe('bench/run.mjs', () => {
         expect(r.samples).toBeGreaterThanOrEqual(3);
         if (isas.includes('scalar')) expect(positive(r.speedupVsScalar)).toBe(true);
         expect(r.reference).toBeNull(); // the recorded figures are for 2 threads
+        expect(r.copyDramInterleavedGbps).toBeNull(); // S5 is cache-sized
       }
       expect(seen.size).toBe(out.results.length);
       for (const c of out.copySameSize) expect(positive(c.gbps) && positive(c.medianUs)).toBe(true);
