@@ -167,15 +167,26 @@ struct RowChunks {
   }
 };
 
+template <int N>
+using VectorCount = std::integral_constant<int, N>;
+
 // Walks channels in blocks of up to four vectors so per-channel accumulators
-// live in registers while the rows of a chunk stream past.
-// visit(firstChannel, vectorsInBlock, validLanesInLastVector)
+// live in registers while the rows of a chunk stream past. The vector count
+// is a compile-time constant: with a runtime count the accumulator arrays
+// spill to memory and every row waits on a store-to-load round trip.
+// visit(firstChannel, VectorCount<n>, validLanesInLastVector)
 template <class V, class Visit>
 inline void forEachChannelBlock(int64_t channels, Visit&& visit) {
   constexpr int64_t L = V::kLanes;
   for (int64_t c0 = 0; c0 < channels; c0 += 4 * L) {
     const int64_t width = channels - c0 < 4 * L ? channels - c0 : 4 * L;
-    visit(c0, static_cast<int>((width + L - 1) / L), width - ((width - 1) / L) * L);
+    const int64_t lastValid = width - ((width - 1) / L) * L;
+    switch ((width + L - 1) / L) {
+      case 1: visit(c0, VectorCount<1>{}, lastValid); break;
+      case 2: visit(c0, VectorCount<2>{}, lastValid); break;
+      case 3: visit(c0, VectorCount<3>{}, lastValid); break;
+      default: visit(c0, VectorCount<4>{}, lastValid); break;
+    }
   }
 }
 
@@ -192,9 +203,10 @@ void rowChunkMoments(const float* x, int64_t channels, const RowChunks& chunks, 
   constexpr int64_t L = V::kLanes;
   const int64_t r0 = chunks.begin(chunk), r1 = chunks.end(chunk);
   const double count = static_cast<double>(r1 - r0);
-  forEachChannelBlock<V>(channels, [&](int64_t c0, int vectors, int64_t lastValid) {
-    Reg acc[4];
-    simd::zero4<V>(acc);
+  forEachChannelBlock<V>(channels, [&](int64_t c0, auto vectorCount, int64_t lastValid) {
+    constexpr int vectors = decltype(vectorCount)::value;
+    Reg acc[vectors];
+    for (auto& a : acc) a = V::zero();
     for (int64_t r = r0; r < r1; ++r) {
       const float* row = x + r * channels + c0;
       for (int k = 0; k < vectors; ++k) acc[k] = V::add(acc[k], loadLane<V>(row, k, vectors, lastValid, 0.0f));
@@ -202,7 +214,7 @@ void rowChunkMoments(const float* x, int64_t channels, const RowChunks& chunks, 
     alignas(64) float pivot[4 * L];
     const Reg inverseCount = V::set1(static_cast<float>(1.0 / count));
     for (int k = 0; k < vectors; ++k) V::store(pivot + k * L, V::mul(acc[k], inverseCount));
-    Reg pivotV[4], dev[4], sq[4];
+    Reg pivotV[vectors], dev[vectors], sq[vectors];
     for (int k = 0; k < vectors; ++k) {
       pivotV[k] = V::load(pivot + k * L);
       dev[k] = V::zero();
@@ -289,18 +301,38 @@ void forwardTrainRows(const BnForwardTrainArgs& a) {
   const BnLayout& l = a.layout;
   const int64_t rows = l.perChannel(), channels = l.channels;
   const RowChunks chunks(rows, channels);
-  auto* records = static_cast<Moments*>(
-      scratchBytes(sizeof(Moments) * chunks.count * channels + sizeof(float) * 3 * channels + 64));
+  auto* records = static_cast<Moments*>(scratchBytes(sizeof(Moments) * chunks.count * channels +
+                                                    sizeof(float) * 3 * channels + sizeof(double) * 2 * channels + 128));
   float* affineBase = reinterpret_cast<float*>(records + chunks.count * channels);
   const ChannelAffine affineConsts = channelAffineScratch(affineBase, channels);
   parallelForEach(0, chunks.count, kMinElementsPerThread / (chunks.rowsPerChunk * channels) + 1,
                   [&](int64_t k0, int64_t k1) {
                     for (int64_t k = k0; k < k1; ++k) rowChunkMoments<V>(a.x, channels, chunks, k, records);
                   });
-  parallelForEach(0, channels, 64, [&](int64_t c0, int64_t c1) {
+  // Chunk summaries are combined in two passes (mean of means, then the
+  // spread of the chunk means), in chunk order: exact in double, no division
+  // per record, and the same for any thread count.
+  double* sums = static_cast<double*>(static_cast<void*>(affineBase + 3 * channels + 16));
+  parallelForEach(0, channels, 8, [&](int64_t c0, int64_t c1) {
+    double* weightedMean = sums + 2 * c0;
+    for (int64_t c = c0; c < c1; ++c) weightedMean[2 * (c - c0)] = weightedMean[2 * (c - c0) + 1] = 0;
+    for (int64_t k = 0; k < chunks.count; ++k) {
+      const Moments* row = records + k * channels;
+      for (int64_t c = c0; c < c1; ++c) weightedMean[2 * (c - c0)] += row[c].count * row[c].mean;
+    }
+    for (int64_t c = c0; c < c1; ++c) weightedMean[2 * (c - c0)] /= static_cast<double>(rows);
+    for (int64_t k = 0; k < chunks.count; ++k) {
+      const Moments* row = records + k * channels;
+      for (int64_t c = c0; c < c1; ++c) {
+        const double d = row[c].mean - weightedMean[2 * (c - c0)];
+        weightedMean[2 * (c - c0) + 1] += row[c].m2 + row[c].count * d * d;
+      }
+    }
     for (int64_t c = c0; c < c1; ++c) {
       Moments m;
-      for (int64_t k = 0; k < chunks.count; ++k) m = mergeMoments(m, records[k * channels + c]);
+      m.count = static_cast<double>(rows);
+      m.mean = weightedMean[2 * (c - c0)];
+      m.m2 = weightedMean[2 * (c - c0) + 1];
       finishChannelStats<V>(a, c, m);
       affineConsts.mean[c] = a.saveMean[c];
       affineConsts.scale[c] = channelScale(a.gamma, c, a.saveInvstd[c]);
@@ -452,8 +484,9 @@ void backwardRows(const BnBackwardArgs& a) {
                   [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t r0 = chunks.begin(k), r1 = chunks.end(k);
-      forEachChannelBlock<V>(channels, [&](int64_t c0, int vectors, int64_t lastValid) {
-        Reg meanV[4], scaleV[4], betaV[4], accDy[4], accDyXc[4];
+      forEachChannelBlock<V>(channels, [&](int64_t c0, auto vectorCount, int64_t lastValid) {
+        constexpr int vectors = decltype(vectorCount)::value;
+        Reg meanV[vectors], scaleV[vectors], betaV[vectors], accDy[vectors], accDyXc[vectors];
         for (int j = 0; j < vectors; ++j) {
           meanV[j] = loadLane<V>(affineConsts.mean + c0, j, vectors, lastValid, 0.0f);
           scaleV[j] = loadLane<V>(affineConsts.scale + c0, j, vectors, lastValid, 0.0f);
