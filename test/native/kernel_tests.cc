@@ -31,7 +31,16 @@ size_t indexOf(const BnLayout& l, int64_t n, int64_t c, int64_t s) {
                         : static_cast<size_t>((n * l.channels + c) * l.spatial + s);
 }
 
-double maxRelError(const std::vector<float>& got, const std::vector<double>& want) {
+struct FloatView {
+  float* ptr;
+  size_t n;
+  float* data() const { return ptr; }
+  size_t size() const { return n; }
+  float& operator[](size_t i) const { return ptr[i]; }
+};
+
+template <class Floats>
+double maxRelError(const Floats& got, const std::vector<double>& want) {
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     const double err = std::fabs(got[i] - want[i]) / (1.0 + std::fabs(want[i]));
@@ -50,7 +59,15 @@ void testShape(const KernelTable& k, BnLayout l, bool relu, float offset, std::m
     gamma[c] = 0.5f + 0.1f * c;
     beta[c] = 0.1f * c - 0.3f;
   }
-  std::vector<float> y(x.size()), dx(x.size()), mean(C), invstd(C), dgamma(C), dbeta(C);
+  // Outputs 64-byte aligned, as large typed arrays usually are, so the
+  // non-temporal store paths for big tensors run too.
+  std::vector<float> yBuffer(x.size() + 16), dxBuffer(x.size() + 16);
+  auto aligned = [](std::vector<float>& v) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(v.data());
+    return reinterpret_cast<float*>((p + 63) / 64 * 64);
+  };
+  FloatView y{aligned(yBuffer), x.size()}, dx{aligned(dxBuffer), x.size()};
+  std::vector<float> mean(C), invstd(C), dgamma(C), dbeta(C);
   std::vector<double> var(C);
   BnForwardTrainArgs f;
   f.layout = l; f.x = x.data(); f.y = y.data(); f.gamma = gamma.data(); f.beta = beta.data();
@@ -131,6 +148,12 @@ int main() {
               if (N * C * S > 2000000) continue;
               for (bool relu : {false, true}) testShape(*k, BnLayout{N, C, S, cl}, relu, 0.0f, rng);
             }
+      // Larger than the streaming-store threshold (48 MiB), both layouts; only
+      // the x86 SIMD paths have non-temporal stores.
+      if (threads == 2 && (k->isa == Isa::Avx2 || k->isa == Isa::Avx512)) {
+        testShape(*k, BnLayout{4, 3, 1100000, false}, true, 0.0f, rng);
+        testShape(*k, BnLayout{8192, 64, 25, true}, false, 0.0f, rng);
+      }
       for (float offset : {1e4f, 1e6f}) {
         testShape(*k, BnLayout{32, 4, 4096 + 17, false}, false, offset, rng);
         testShape(*k, BnLayout{4096 + 17, 19, 1, true}, false, offset, rng);

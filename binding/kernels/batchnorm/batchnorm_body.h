@@ -119,7 +119,7 @@ Moments planarChannelMoments(const float* channel, int64_t segmentStride, const 
 
 template <class V>
 void planarNormalize(const float* x, float* y, int64_t batch, int64_t segmentStride, int64_t spatial,
-                     float mean, float scale, float beta, bool relu) {
+                     float mean, float scale, float beta, bool relu, bool stream) {
   using Reg = typename V::Reg;
   const Reg meanV = V::set1(mean), scaleV = V::set1(scale), betaV = V::set1(beta), zeroV = V::zero();
   for (int64_t n = 0; n < batch; ++n) {
@@ -127,19 +127,28 @@ void planarNormalize(const float* x, float* y, int64_t batch, int64_t segmentStr
     float* ys = y + n * segmentStride;
     if (n + 1 < batch) {
       prefetchSegment<0>(xs + segmentStride, spatial);
-      prefetchSegment<1>(ys + segmentStride, spatial);
+      if (!stream) prefetchSegment<1>(ys + segmentStride, spatial);
     }
-    if (relu) {
-      vectorLoop<V>(spatial, [&](auto full, int, int64_t i, int64_t valid) {
-        const Reg v = affine<V>(loadN<V>(full, xs + i, valid, 0.0f), meanV, scaleV, betaV);
-        storeN<V>(full, ys + i, V::max(v, zeroV), valid);
-      });
-    } else {
-      vectorLoop<V>(spatial, [&](auto full, int, int64_t i, int64_t valid) {
-        storeN<V>(full, ys + i, affine<V>(loadN<V>(full, xs + i, valid, 0.0f), meanV, scaleV, betaV), valid);
-      });
-    }
+    simd::mapStore<V>(ys, spatial, stream, [&](auto full, int64_t i, int64_t valid) {
+      const Reg v = affine<V>(loadN<V>(full, xs + i, valid, 0.0f), meanV, scaleV, betaV);
+      return relu ? V::max(v, zeroV) : v;
+    });
   }
+}
+
+// Outputs this large cannot stay in the last-level cache for the next layer
+// anyway, so they are written with non-temporal stores.
+constexpr int64_t kStreamingBytes = int64_t{48} << 20;
+inline bool streamOutput(const BnLayout& l) {
+  return l.elements() * static_cast<int64_t>(sizeof(float)) >= kStreamingBytes;
+}
+
+// Rows are short: streaming pays only when every row starts on a vector
+// boundary, otherwise masked and non-temporal stores share cache lines.
+template <class V>
+inline bool streamRows(const BnLayout& l, const float* out) {
+  constexpr uintptr_t kAlign = V::kLanes * sizeof(float);
+  return streamOutput(l) && l.channels % V::kLanes == 0 && reinterpret_cast<uintptr_t>(out) % kAlign == 0;
 }
 
 inline int64_t channelGrain(int64_t perChannel) {
@@ -252,21 +261,20 @@ inline ChannelAffine channelAffineScratch(float* base, int64_t channels) {
 
 template <class V>
 void rowsNormalize(const float* x, float* y, int64_t rows, int64_t channels, const ChannelAffine& a,
-                   bool relu) {
+                   bool relu, bool stream) {
   using Reg = typename V::Reg;
   const int64_t grain = kMinElementsPerThread / channels + 1;
   parallelForEach(0, rows, grain, [&](int64_t r0, int64_t r1) {
     const Reg zeroV = V::zero();
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * channels;
-      float* yr = y + r * channels;
-      vectorLoop<V>(channels, [&](auto full, int, int64_t c, int64_t valid) {
-        Reg v = affine<V>(loadN<V>(full, xr + c, valid, 0.0f), loadN<V>(full, a.mean + c, valid, 0.0f),
-                          loadN<V>(full, a.scale + c, valid, 0.0f), loadN<V>(full, a.beta + c, valid, 0.0f));
-        if (relu) v = V::max(v, zeroV);
-        storeN<V>(full, yr + c, v, valid);
+      simd::mapStore<V>(y + r * channels, channels, stream, [&](auto full, int64_t c, int64_t valid) {
+        const Reg v = affine<V>(loadN<V>(full, xr + c, valid, 0.0f), loadN<V>(full, a.mean + c, valid, 0.0f),
+                                loadN<V>(full, a.scale + c, valid, 0.0f), loadN<V>(full, a.beta + c, valid, 0.0f));
+        return relu ? V::max(v, zeroV) : v;
       });
     }
+    if (stream) V::streamFence();
   });
 }
 
@@ -285,14 +293,16 @@ void forwardTrainPlanar(const BnForwardTrainArgs& a) {
   const BnLayout& l = a.layout;
   const PlanarChunks plan(l.batch, l.spatial);
   const int64_t stride = l.channels * l.spatial;
+  const bool stream = streamOutput(l);
   parallelForEach(0, l.channels, channelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const float* xc = a.x + c * l.spatial;
       finishChannelStats<V>(a, c, planarChannelMoments<V>(xc, stride, plan));
       const float scale = channelScale(a.gamma, c, a.saveInvstd[c]);
       planarNormalize<V>(xc, a.y + c * l.spatial, l.batch, stride, l.spatial, a.saveMean[c], scale,
-                         channelBeta(a.beta, c), a.relu);
+                         channelBeta(a.beta, c), a.relu, stream);
     }
+    if (stream) V::streamFence();
   });
 }
 
@@ -339,7 +349,7 @@ void forwardTrainRows(const BnForwardTrainArgs& a) {
       affineConsts.beta[c] = channelBeta(a.beta, c);
     }
   });
-  rowsNormalize<V>(a.x, a.y, rows, channels, affineConsts, a.relu);
+  rowsNormalize<V>(a.x, a.y, rows, channels, affineConsts, a.relu, streamRows<V>(l, a.y));
 }
 
 template <class V>
@@ -364,17 +374,19 @@ void forwardEval(const BnForwardEvalArgs& a) {
     consts.beta[c] = channelBeta(a.beta, c);
   }
   if (usesRows(l)) {
-    rowsNormalize<V>(a.x, a.y, l.perChannel(), channels, consts, a.relu);
+    rowsNormalize<V>(a.x, a.y, l.perChannel(), channels, consts, a.relu, streamRows<V>(l, a.y));
     return;
   }
   const int64_t segments = l.batch * channels;
   const int64_t grain = kMinElementsPerThread / l.spatial + 1;
+  const bool stream = streamOutput(l);
   parallelForEach(0, segments, grain, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t c = s % channels;
       planarNormalize<V>(a.x + s * l.spatial, a.y + s * l.spatial, 1, 0, l.spatial, consts.mean[c],
-                         consts.scale[c], consts.beta[c], a.relu);
+                         consts.scale[c], consts.beta[c], a.relu, stream);
     }
+    if (stream) V::streamFence();
   });
 }
 
@@ -409,6 +421,7 @@ void backwardPlanar(const BnBackwardArgs& a) {
   const PlanarChunks plan(l.batch, l.spatial);
   const int64_t stride = l.channels * l.spatial;
   const double count = static_cast<double>(l.perChannel());
+  const bool stream = streamOutput(l);
   parallelForEach(0, l.channels, channelGrain(l.perChannel()), [&](int64_t ca, int64_t cb) {
     for (int64_t c = ca; c < cb; ++c) {
       const int64_t offset = c * l.spatial;
@@ -448,15 +461,16 @@ void backwardPlanar(const BnBackwardArgs& a) {
         if (n + 1 < l.batch) {
           prefetchSegment<0>(xs + stride, l.spatial);
           prefetchSegment<0>(dys + stride, l.spatial);
-          prefetchSegment<1>(dxs + stride, l.spatial);
+          if (!stream) prefetchSegment<1>(dxs + stride, l.spatial);
         }
-        vectorLoop<V>(l.spatial, [&](auto full, int, int64_t i, int64_t valid) {
+        simd::mapStore<V>(dxs, l.spatial, stream, [&](auto full, int64_t i, int64_t valid) {
           const Reg xv = loadN<V>(full, xs + i, valid, 0.0f);
           const Reg dyv = maskedDy<V>(a.relu, xv, loadN<V>(full, dys + i, valid, 0.0f), meanV, scaleV, betaV);
-          storeN<V>(full, dxs + i, V::fma(kV, dyv, V::fma(bV, V::sub(xv, meanV), c0V)), valid);
+          return V::fma(kV, dyv, V::fma(bV, V::sub(xv, meanV), c0V));
         });
       }
     }
+    if (stream) V::streamFence();
   });
 }
 
@@ -532,23 +546,23 @@ void backwardRows(const BnBackwardArgs& a) {
     c0Arr[c] = g.c0;
   }
   if (!a.dx) return;
+  const bool stream = streamRows<V>(l, a.dx);
   parallelForEach(0, rows, kMinElementsPerThread / channels + 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = a.x + r * channels;
       const float* dyr = a.dy + r * channels;
-      float* dxr = a.dx + r * channels;
-      vectorLoop<V>(channels, [&](auto full, int, int64_t c, int64_t valid) {
+      simd::mapStore<V>(a.dx + r * channels, channels, stream, [&](auto full, int64_t c, int64_t valid) {
         const Reg xv = loadN<V>(full, xr + c, valid, 0.0f);
         const Reg meanV = loadN<V>(full, affineConsts.mean + c, valid, 0.0f);
         const Reg dyv = maskedDy<V>(a.relu, xv, loadN<V>(full, dyr + c, valid, 0.0f), meanV,
                                     loadN<V>(full, affineConsts.scale + c, valid, 0.0f),
                                     loadN<V>(full, affineConsts.beta + c, valid, 0.0f));
-        const Reg dxv = V::fma(loadN<V>(full, kArr + c, valid, 0.0f), dyv,
-                               V::fma(loadN<V>(full, bArr + c, valid, 0.0f), V::sub(xv, meanV),
-                                      loadN<V>(full, c0Arr + c, valid, 0.0f)));
-        storeN<V>(full, dxr + c, dxv, valid);
+        return V::fma(loadN<V>(full, kArr + c, valid, 0.0f), dyv,
+                      V::fma(loadN<V>(full, bArr + c, valid, 0.0f), V::sub(xv, meanV),
+                             loadN<V>(full, c0Arr + c, valid, 0.0f)));
       });
     }
+    if (stream) V::streamFence();
   });
 }
 

@@ -24,6 +24,9 @@ struct Avx2 {
     return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
   }
   static void storePartial(float* p, Reg v, int64_t n) { _mm256_maskstore_ps(p, tailMask(n), v); }
+  // Non-temporal store (p 32-byte aligned): no read-for-ownership of the line.
+  static void storeStream(float* p, Reg v) { _mm256_stream_ps(p, v); }
+  static void streamFence() { _mm_sfence(); }
   static Reg set1(float v) { return _mm256_set1_ps(v); }
   static Reg zero() { return _mm256_setzero_ps(); }
   static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }

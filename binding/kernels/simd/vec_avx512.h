@@ -20,6 +20,9 @@ struct Avx512 {
     return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), tailMask(n), p);
   }
   static void storePartial(float* p, Reg v, int64_t n) { _mm512_mask_storeu_ps(p, tailMask(n), v); }
+  // Non-temporal store (p 64-byte aligned): no read-for-ownership of the line.
+  static void storeStream(float* p, Reg v) { _mm512_stream_ps(p, v); }
+  static void streamFence() { _mm_sfence(); }
   static Reg set1(float v) { return _mm512_set1_ps(v); }
   static Reg zero() { return _mm512_setzero_ps(); }
   static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }

@@ -23,6 +23,9 @@ struct Neon {
     vst1q_f32(buf, v);
     for (int64_t i = 0; i < n && i < 4; ++i) p[i] = buf[i];
   }
+  // AArch64 has STNP, but it is only a hint; a plain store keeps this simple.
+  static void storeStream(float* p, Reg v) { vst1q_f32(p, v); }
+  static void streamFence() {}
   static Reg set1(float v) { return vdupq_n_f32(v); }
   static Reg zero() { return vdupq_n_f32(0.0f); }
   static Reg add(Reg a, Reg b) { return vaddq_f32(a, b); }

@@ -16,6 +16,9 @@ struct Scalar {
   // With one lane a tail never exists; kept so kernel bodies stay ISA-agnostic.
   static Reg loadPartial(const float* p, int64_t n, float fill) { return n > 0 ? *p : fill; }
   static void storePartial(float* p, Reg v, int64_t n) { if (n > 0) *p = v; }
+  // Non-temporal store of an aligned vector; plain store on this path.
+  static void storeStream(float* p, Reg v) { *p = v; }
+  static void streamFence() {}
   static Reg set1(float v) { return v; }
   static Reg zero() { return 0.0f; }
   static Reg add(Reg a, Reg b) { return a + b; }
