@@ -9,22 +9,14 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "check.h"
 #include "threadpool.h"
 
 using namespace bnkit;
+using testing::check;
 
 namespace {
 
-int passed = 0, failed = 0;
-
-void check(bool ok, const std::string& what) {
-  if (ok) {
-    ++passed;
-  } else {
-    ++failed;
-    std::printf("FAIL %s\n", what.c_str());
-  }
-}
 
 size_t indexOf(const BnLayout& l, int64_t n, int64_t c, int64_t s) {
   return l.channelsLast ? static_cast<size_t>((n * l.spatial + s) * l.channels + c)
@@ -161,6 +153,5 @@ int main() {
     }
   }
   check(tables >= 2, "at least a scalar and one SIMD table are runnable");
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  return testing::finish();
 }

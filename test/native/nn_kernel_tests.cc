@@ -11,22 +11,14 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "check.h"
 #include "threadpool.h"
 
 using namespace bnkit;
+using testing::check;
 
 namespace {
 
-int passed = 0, failed = 0;
-
-void check(bool ok, const std::string& what) {
-  if (ok) {
-    ++passed;
-  } else {
-    ++failed;
-    std::printf("FAIL %s\n", what.c_str());
-  }
-}
 
 std::mt19937 rng(4321);
 
@@ -327,6 +319,5 @@ int main() {
   }
   setNumThreads(initialThreads);
   check(tables >= 2, "at least a scalar and one SIMD table are runnable");
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  return testing::finish();
 }
