@@ -13,7 +13,8 @@ import {
   setIsa,
   setNumThreads,
 } from '../lib/index';
-import { makeRng, maxError, randomArray, refBackward, refForward, type RefLayout } from './helpers/batchnorm-reference';
+import { maxError, randomArray, refBackward, refForward, type RefLayout } from './reference/batchnorm';
+import { makeRng } from './reference/util';
 
 const initialIsa = isa();
 const initialThreads = getNumThreads();

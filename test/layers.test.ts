@@ -8,6 +8,7 @@ import { BatchNorm1d, BatchNorm2d } from '../lib/batchnorm';
 import { Sequential } from '../lib/sequential';
 import { CrossEntropyLoss } from '../lib/loss';
 import * as R from './reference/nn';
+import { refForward as refBatchNorm } from './reference/batchnorm';
 import { randomArray, expectClose, forEachIsa } from './reference/util';
 
 const TOL = 2e-5;
@@ -200,7 +201,8 @@ function referenceLoss(model: Sequential, params: Float64Array[], x: Float64Arra
       h = R.conv2dForward(h, p[0], p[1] ?? null, g);
       shape = [g.n, g.oc, ...R.convOutput(g)];
     } else if (layer instanceof BatchNorm1d || layer instanceof BatchNorm2d) {
-      h = R.batchNormTrain(h, shape[0], shape[1], shape.slice(2).reduce((a, b) => a * b, 1), p[0], p[1], layer.eps);
+      const l = { batch: shape[0], channels: shape[1], spatial: shape.slice(2).reduce((a, b) => a * b, 1), channelsLast: false };
+      h = refBatchNorm(h, l, { gamma: p[0], beta: p[1], eps: layer.eps }).y;
       if (layer.relu) h = R.relu(h);
     } else if (layer instanceof ReLU) {
       h = R.relu(h);

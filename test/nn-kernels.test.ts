@@ -3,10 +3,8 @@
 // pass, thread-count determinism and argument validation.
 import { afterAll, describe, expect, it } from 'vitest';
 import { native } from '../lib/native';
-import {
-  type ConvCfg, outSize, refAdam, refConvBackward, refConvForward, refGemm, refMaxPool, refSgd, refSoftmaxCE,
-  relError, rngArray,
-} from './helpers/nn-reference';
+import * as R from './reference/nn';
+import { relError, rngArray } from './reference/util';
 
 const initialIsa = native.isa();
 const initialThreads = native.getNumThreads();
@@ -21,6 +19,38 @@ const GEMM_SHAPES: [number, number, number][] = [
   [1, 1, 1], [3, 5, 7], [4, 12, 9], [7, 31, 17], [8, 32, 33], [9, 33, 16], [15, 47, 5], [16, 48, 64],
   [17, 49, 3], [23, 25, 320], [24, 24, 321], [33, 17, 700], [64, 196, 288], [5, 130, 41],
 ];
+
+interface ConvCfg {
+  batch: number; inC: number; H: number; W: number; outC: number; kh: number; kw: number;
+  sh: number; sw: number; ph: number; pw: number;
+}
+
+// Adapters from this file's conv/optimizer parameter shapes to test/reference/nn.
+const geometry = (c: ConvCfg): R.ConvGeometry => ({
+  n: c.batch, c: c.inC, h: c.H, w: c.W, oc: c.outC, kh: c.kh, kw: c.kw, sh: c.sh, sw: c.sw, ph: c.ph, pw: c.pw,
+});
+const outSize = (c: ConvCfg) => {
+  const [oH, oW] = R.convOutput(geometry(c));
+  return { oH, oW };
+};
+const refConvForward = (c: ConvCfg, x: Float32Array, w: Float32Array, b: Float32Array | null) => R.conv2dForward(x, w, b, geometry(c));
+const refConvBackward = (c: ConvCfg, x: Float32Array, w: Float32Array, dy: Float32Array) => R.conv2dBackward(x, w, dy, geometry(c));
+
+function refSgd(
+  param: Float64Array, grads: Float64Array[], o: { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean },
+): Float64Array {
+  const p = Float64Array.from(param), buf = new Float64Array(p.length);
+  grads.forEach((g, t) => R.sgdStep(p, g, o.momentum ? buf : null, { ...o, first: t === 0 }));
+  return p;
+}
+
+function refAdam(
+  param: Float64Array, grads: Float64Array[], o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number },
+): Float64Array {
+  const p = Float64Array.from(param), m = new Float64Array(p.length), v = new Float64Array(p.length);
+  grads.forEach((g, t) => R.adamStep(p, g, m, v, { ...o, step: t + 1 }));
+  return p;
+}
 
 const CONVS: ConvCfg[] = [
   { batch: 2, inC: 1, H: 28, W: 28, outC: 32, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
@@ -94,7 +124,7 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
             const C = Float32Array.from(C0);
             if (beta === 0) C.fill(NaN);
             native.gemm(transA, transB, M, N, K, alpha, A, B, beta, C);
-            const want = refGemm(transA, transB, M, N, K, alpha, A, B, beta, C0);
+            const want = R.refGemm(transA, transB, M, N, K, alpha, A, B, beta, C0);
             expect(relError(C, want), `${M}x${N}x${K} tA=${transA} tB=${transB} a=${alpha} b=${beta}`).toBeLessThan(1e-5 * Math.sqrt(K));
           }
         }
@@ -110,7 +140,7 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
       native.linearForward(x, batch, inF, w, b, outF, y);
       const wT = new Float32Array(inF * outF);
       for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) wT[i * outF + o] = w[o * inF + i];
-      const yRef = refGemm(false, false, batch, outF, inF, 1, x, wT, 0, y);
+      const yRef = R.refGemm(false, false, batch, outF, inF, 1, x, wT, 0, y);
       for (let n = 0; n < batch; n++) for (let o = 0; o < outF; o++) yRef[n * outF + o] += b[o];
       expect(relError(y, yRef)).toBeLessThan(1e-5);
 
@@ -118,8 +148,8 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
       const dw = rngArray(outF * inF, 15), db = rngArray(outF, 16);
       const dw0 = Float32Array.from(dw), db0 = Float32Array.from(db);
       native.linearBackward(x, batch, inF, w, outF, dy, dx, dw, db);
-      expect(relError(dx, refGemm(false, false, batch, inF, outF, 1, dy, w, 0, dx))).toBeLessThan(1e-5);
-      expect(relError(dw, refGemm(true, false, outF, inF, batch, 1, dy, x, 1, dw0))).toBeLessThan(1e-5);
+      expect(relError(dx, R.refGemm(false, false, batch, inF, outF, 1, dy, w, 0, dx))).toBeLessThan(1e-5);
+      expect(relError(dw, R.refGemm(true, false, outF, inF, batch, 1, dy, x, 1, dw0))).toBeLessThan(1e-5);
       const dbRef = Float64Array.from(db0);
       for (let n = 0; n < batch; n++) for (let o = 0; o < outF; o++) dbRef[o] += dy[n * outF + o];
       expect(relError(db, dbRef)).toBeLessThan(1e-5);
@@ -174,15 +204,14 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
       const order = rngArray(x.length, 31);
       const idx = Array.from(x.keys()).sort((a, b) => order[a] - order[b]);
       idx.forEach((at, rank) => { x[at] = rank - x.length / 2; });
-      const ref = refMaxPool(x, planes, H, W, kern, stride);
+      const ref = R.maxPool2dForward(x, planes, 1, H, W, kern, stride);
       const y = new Float32Array(ref.y.length), arg = new Int32Array(ref.y.length);
       native.maxPool2dForward(x, batch, ch, H, W, kern, stride, y, arg);
       expect(Array.from(y)).toEqual(Array.from(ref.y));
-      expect(Array.from(arg)).toEqual(Array.from(ref.arg));
+      expect(Array.from(arg)).toEqual(Array.from(ref.from));
       const dy = rngArray(y.length, 32), dx = new Float32Array(x.length).fill(NaN);
       native.maxPool2dBackward(dy, arg, dx);
-      const dxRef = new Float64Array(x.length);
-      ref.arg.forEach((at, o) => { dxRef[at] += dy[o]; });
+      const dxRef = R.maxPool2dBackward(dy, ref.from, x.length);
       expect(relError(dx, dxRef)).toBeLessThan(1e-6);
       const loss = () => { native.maxPool2dForward(x, batch, ch, H, W, kern, stride, y, arg); return dot(dy, y); };
       checkFiniteDifferences(x, dx, loss, 0.25, 1e-4);
@@ -195,8 +224,7 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
     const arg = Int32Array.from({ length: n }, (_, i) => (i * 7919) % dxLength); // unordered, each index hit 40 times
     const dy = rngArray(n, 33), dx = new Float32Array(dxLength).fill(NaN);
     native.maxPool2dBackward(dy, arg, dx);
-    const want = new Float64Array(dxLength);
-    arg.forEach((at, i) => { want[at] += dy[i]; });
+    const want = R.maxPool2dBackward(dy, arg, dxLength);
     expect(relError(dx, want)).toBeLessThan(1e-5);
     // Increasing pieces (as produced by the forward pass) take the parallel path: same bits for 1 and 2 threads.
     const sorted = Int32Array.from({ length: n }, (_, i) => Math.floor(i / 40));
@@ -237,9 +265,9 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
       expect(Array.from(inPlace)).toEqual(Array.from(dx));
 
       native.sigmoidForward(x, y);
-      expect(relError(y, Array.from(x, (v) => 1 / (1 + Math.exp(-v))))).toBeLessThan(1e-6);
+      expect(relError(y, R.sigmoid(x))).toBeLessThan(1e-6);
       native.sigmoidBackward(y, dy, dx);
-      expect(relError(dx, Array.from(dy, (g, i) => g * y[i] * (1 - y[i])))).toBeLessThan(1e-6);
+      expect(relError(dx, R.sigmoidGrad(y, dy))).toBeLessThan(1e-6);
       const copy = Float32Array.from(x);
       native.sigmoidForward(copy, copy);
       expect(Array.from(copy)).toEqual(Array.from(y));
@@ -258,7 +286,7 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
       const logits = rngArray(batch * classes, 51, -scale, scale);
       const labels8 = Uint8Array.from({ length: batch }, (_, i) => (i * 7) % classes);
       const labels32 = Int32Array.from(labels8);
-      const ref = refSoftmaxCE(logits, batch, classes, labels8);
+      const ref = R.softmaxCrossEntropy(logits, batch, classes, labels8);
       const probs = new Float32Array(batch * classes);
       for (const labels of [labels8, labels32]) {
         const loss = native.softmaxCrossEntropyForward(logits, batch, classes, labels, probs);
@@ -267,7 +295,7 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
         expect(relError(probs, ref.probs)).toBeLessThan(1e-6);
         const d = new Float32Array(batch * classes);
         native.softmaxCrossEntropyBackward(probs, batch, classes, labels, d);
-        const dRef = ref.probs.map((p, i) => (p - (labels8[Math.floor(i / classes)] === i % classes ? 1 : 0)) / batch);
+        const dRef = ref.dlogits;
         expect(relError(d, dRef)).toBeLessThan(1e-6);
         if (scale <= 5) {
           const loss2 = () => native.softmaxCrossEntropyForward(logits, batch, classes, labels, probs);

@@ -3,6 +3,26 @@
 // be checked against them. Inputs may be any numeric arrays.
 type Num = ArrayLike<number>;
 
+/** op(A) * op(B) * alpha + beta * C, all row-major. */
+export function refGemm(
+  transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+  A: Num, B: Num, beta: number, C: Num,
+): Float64Array {
+  const out = new Float64Array(M * N);
+  for (let i = 0; i < M; i++) {
+    for (let j = 0; j < N; j++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) {
+        const a = transA ? A[k * M + i] : A[i * K + k];
+        const b = transB ? B[j * K + k] : B[k * N + j];
+        s += a * b;
+      }
+      out[i * N + j] = alpha * s + (beta === 0 ? 0 : beta * C[i * N + j]);
+    }
+  }
+  return out;
+}
+
 export function linearForward(x: Num, n: number, inF: number, w: Num, b: Num | null, outF: number): Float64Array {
   const y = new Float64Array(n * outF);
   for (let i = 0; i < n; i++) {
@@ -134,24 +154,4 @@ export function adamStep(p: Float64Array, grad: Num, m: Float64Array, v: Float64
     v[i] = o.beta2 * v[i] + (1 - o.beta2) * g * g;
     p[i] -= (o.lr * m[i] / bc1) / (Math.sqrt(v[i] / bc2) + o.eps);
   }
-}
-
-/** Batch norm in training mode on NC(spatial) data: biased batch variance, as PyTorch's forward. */
-export function batchNormTrain(x: Num, n: number, c: number, spatial: number, gamma: Num | null, beta: Num | null, eps = 1e-5): Float64Array {
-  const y = new Float64Array(n * c * spatial);
-  const m = n * spatial;
-  for (let ch = 0; ch < c; ch++) {
-    let mean = 0;
-    for (let b = 0; b < n; b++) for (let s = 0; s < spatial; s++) mean += x[(b * c + ch) * spatial + s];
-    mean /= m;
-    let variance = 0;
-    for (let b = 0; b < n; b++) for (let s = 0; s < spatial; s++) variance += (x[(b * c + ch) * spatial + s] - mean) ** 2;
-    variance /= m;
-    const invstd = 1 / Math.sqrt(variance + eps);
-    for (let b = 0; b < n; b++) for (let s = 0; s < spatial; s++) {
-      const i = (b * c + ch) * spatial + s;
-      y[i] = (x[i] - mean) * invstd * (gamma ? gamma[ch] : 1) + (beta ? beta[ch] : 0);
-    }
-  }
-  return y;
 }

@@ -40,3 +40,40 @@ export function forEachIsa(body: (name: IsaName) => void): void {
     setIsa(original);
   }
 }
+
+/** Deterministic pseudo-random numbers for tests (mulberry32 + Box-Muller). */
+export function makeRng(seed: number): { uniform(): number; normal(): number } {
+  let a = seed >>> 0;
+  const uniform = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return {
+    uniform,
+    normal: () => {
+      const u = 1 - uniform(), v = uniform();
+      return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+    },
+  };
+}
+
+/** Deterministic uniform values in [lo, hi) (makeRng's uniform stream). */
+export function rngArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const rng = makeRng(seed), out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * rng.uniform();
+  return out;
+}
+
+/** max |got - want| / (1 + |want|), NaN-propagating. */
+export function relError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  if (got.length !== want.length) return Infinity;
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) {
+    const e = Math.abs(got[i] - want[i]) / (1 + Math.abs(want[i]));
+    if (!(e <= worst)) worst = e;
+  }
+  return worst;
+}

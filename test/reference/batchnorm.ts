@@ -97,25 +97,6 @@ export function refBackward(
   return { dx, dgamma, dbeta };
 }
 
-/** Deterministic pseudo-random numbers for tests (mulberry32 + Box-Muller). */
-export function makeRng(seed: number): { uniform(): number; normal(): number } {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    uniform,
-    normal: () => {
-      const u = 1 - uniform(), v = uniform();
-      return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-    },
-  };
-}
-
 export function randomArray(length: number, rng: { normal(): number }, scale = 1, offset = 0): Float32Array {
   const out = new Float32Array(length);
   for (let i = 0; i < length; i++) out[i] = offset + scale * rng.normal();
