@@ -156,6 +156,23 @@ inline void gemmTile(int64_t kc, const float* a, const Rows& b, float* c, int64_
   gemmMicroKernel<V, NV, Rows>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0);
 }
 
+// Packs `count` rows of src (row stride ld) transposed: dst[k * width + r] =
+// src[r * ld + k] for k < kc, rows count..width-1 zero. Blocks of 16 k keep
+// the strided writes within a few KiB of L1; the rows lie far apart, too many
+// streams for the hardware prefetcher, hence the explicit prefetch.
+inline void packTransposed(float* dst, const float* src, int64_t ld, int64_t count, int width, int64_t kc) {
+  for (int64_t kb = 0; kb < kc; kb += 16) {
+    const int64_t ke = minI(kb + 16, kc);
+    for (int64_t r = 0; r < count; ++r) {
+      const float* row = src + r * ld;
+      __builtin_prefetch(row + kb + 64);
+      for (int64_t k = kb; k < ke; ++k) dst[k * width + r] = row[k];
+    }
+    for (int64_t r = count; r < width; ++r)
+      for (int64_t k = kb; k < ke; ++k) dst[k * width + r] = 0.0f;
+  }
+}
+
 // Plain strided op(A): writes rows [i0, i0+MR) x k [k0, k0+kc) as dst[k*MR + r].
 template <class V>
 struct StridedA {
@@ -173,17 +190,8 @@ struct StridedA {
         for (int64_t r = 0; r < rows; ++r) d[r] = src[r];
         for (int64_t r = rows; r < MR; ++r) d[r] = 0.0f;
       }
-    } else {  // a transpose of MR rows, 16 k at a time (see StridedB)
-      for (int64_t kb = 0; kb < kc; kb += 16) {
-        const int64_t ke = minI(kb + 16, kc);
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* src = A + (i0 + r) * lda + k0;
-          __builtin_prefetch(src + kb + 64);
-          for (int64_t k = kb; k < ke; ++k) dst[k * MR + r] = src[k];
-        }
-        for (int64_t r = rows; r < MR; ++r)
-          for (int64_t k = kb; k < ke; ++k) dst[k * MR + r] = 0.0f;
-      }
+    } else {
+      packTransposed(dst, A + i0 * lda + k0, lda, rows, MR, kc);
     }
   }
 };
@@ -208,19 +216,8 @@ struct StridedB {
                                          : (valid > 0 ? V::loadPartial(src + v * L, valid, 0.0f) : V::zero()));
         }
       }
-    } else {  // op(B)[k][j] = B[j][k]: a transpose, in blocks of 16 k so the
-              // strided writes stay within a few KiB of L1
-      for (int64_t kb = 0; kb < kc; kb += 16) {
-        const int64_t ke = minI(kb + 16, kc);
-        for (int64_t c = 0; c < cols; ++c) {
-          const float* src = B + (j0 + c) * ldb + k0;
-          // NR rows far apart are too many streams for the hardware prefetcher.
-          __builtin_prefetch(src + kb + 64);
-          for (int64_t k = kb; k < ke; ++k) dst[k * NR + c] = src[k];
-        }
-        for (int64_t c = cols; c < NR; ++c)
-          for (int64_t k = kb; k < ke; ++k) dst[k * NR + c] = 0.0f;
-      }
+    } else {  // op(B)[k][j] = B[j][k]
+      packTransposed(dst, B + j0 * ldb + k0, ldb, cols, NR, kc);
     }
     return PackedRows{dst};
   }
