@@ -50,9 +50,10 @@ Napi::Value ForwardTrain(const Napi::CallbackInfo& info) {
   float* runningVar = optionalFloats(info, 13, "runningVar", c);
   const double factor = number(info, 14, "momentum");
   if (factor < 0 || factor > 1) throwRange(info.Env(), "momentum must be in [0, 1], got " + std::to_string(factor));
-  // Double per channel: a thread-local vector would do, but C is small and
-  // this keeps the kernel free of allocation policy.
-  std::vector<double> variance(static_cast<size_t>(c));
+  // Reused per calling thread: a training step allocates nothing. Not kernel
+  // scratch, which the kernel itself claims while this is still needed.
+  thread_local std::vector<double> variance;
+  variance.resize(static_cast<size_t>(c));
   a.batchVariance = variance.data();
   activeKernels().batchNorm.forwardTrain(a);
   if (runningMean || runningVar) updateRunningStats(a, static_cast<float>(factor), runningMean, runningVar);

@@ -311,9 +311,11 @@ void forwardTrainRows(const BnForwardTrainArgs& a) {
   const BnLayout& l = a.layout;
   const int64_t rows = l.perChannel(), channels = l.channels;
   const RowChunks chunks(rows, channels);
+  // Scratch: chunk records, then two doubles per channel, then the floats.
   auto* records = static_cast<Moments*>(scratchBytes(sizeof(Moments) * chunks.count * channels +
-                                                    sizeof(float) * 3 * channels + sizeof(double) * 2 * channels + 128));
-  float* affineBase = reinterpret_cast<float*>(records + chunks.count * channels);
+                                                    sizeof(double) * 2 * channels + sizeof(float) * 3 * channels));
+  double* sums = reinterpret_cast<double*>(records + chunks.count * channels);
+  float* affineBase = reinterpret_cast<float*>(sums + 2 * channels);
   const ChannelAffine affineConsts = channelAffineScratch(affineBase, channels);
   parallelForEach(0, chunks.count, kMinElementsPerThread / (chunks.rowsPerChunk * channels) + 1,
                   [&](int64_t k0, int64_t k1) {
@@ -322,27 +324,27 @@ void forwardTrainRows(const BnForwardTrainArgs& a) {
   // Chunk summaries are combined in two passes (mean of means, then the
   // spread of the chunk means), in chunk order: exact in double, no division
   // per record, and the same for any thread count.
-  double* sums = static_cast<double*>(static_cast<void*>(affineBase + 3 * channels + 16));
+  double* mean = sums;
+  double* m2 = sums + channels;
   parallelForEach(0, channels, 8, [&](int64_t c0, int64_t c1) {
-    double* weightedMean = sums + 2 * c0;
-    for (int64_t c = c0; c < c1; ++c) weightedMean[2 * (c - c0)] = weightedMean[2 * (c - c0) + 1] = 0;
+    for (int64_t c = c0; c < c1; ++c) mean[c] = m2[c] = 0;
     for (int64_t k = 0; k < chunks.count; ++k) {
       const Moments* row = records + k * channels;
-      for (int64_t c = c0; c < c1; ++c) weightedMean[2 * (c - c0)] += row[c].count * row[c].mean;
+      for (int64_t c = c0; c < c1; ++c) mean[c] += row[c].count * row[c].mean;
     }
-    for (int64_t c = c0; c < c1; ++c) weightedMean[2 * (c - c0)] /= static_cast<double>(rows);
+    for (int64_t c = c0; c < c1; ++c) mean[c] /= static_cast<double>(rows);
     for (int64_t k = 0; k < chunks.count; ++k) {
       const Moments* row = records + k * channels;
       for (int64_t c = c0; c < c1; ++c) {
-        const double d = row[c].mean - weightedMean[2 * (c - c0)];
-        weightedMean[2 * (c - c0) + 1] += row[c].m2 + row[c].count * d * d;
+        const double d = row[c].mean - mean[c];
+        m2[c] += row[c].m2 + row[c].count * d * d;
       }
     }
     for (int64_t c = c0; c < c1; ++c) {
       Moments m;
       m.count = static_cast<double>(rows);
-      m.mean = weightedMean[2 * (c - c0)];
-      m.m2 = weightedMean[2 * (c - c0) + 1];
+      m.mean = mean[c];
+      m.m2 = m2[c];
       finishChannelStats<V>(a, c, m);
       affineConsts.mean[c] = a.saveMean[c];
       affineConsts.scale[c] = channelScale(a.gamma, c, a.saveInvstd[c]);
