@@ -1,0 +1,216 @@
+// Planar layout (NCHW, NCL): one thread owns a channel. Its statistics come
+// from chunks of <= kChunkElements values that stay in L1 for a two-pass
+// (sum, then centred squares) estimate merged with Chan's formula in double;
+// the channel is then normalized while it is still in L2, so DRAM sees one
+// read of x and one write of y. Backward does the same with (x, dy) -> dx.
+#pragma once
+#include <cstdint>
+
+#include "../simd/vector_loop.h"
+#include "../threadpool.h"
+#include "batchnorm_shared.h"
+
+namespace bnkit {
+namespace {
+
+using simd::loadN;
+using simd::vectorLoop;
+
+// Chunks of one planar channel: either several whole segments (small spatial
+// size) or one segment cut into near-equal pieces. The plan depends only on the
+// shape, never on the thread count.
+struct PlanarChunks {
+  int64_t batch, spatial, segmentsPerChunk, piecesPerSegment, pieceLength;
+
+  PlanarChunks(int64_t batchSize, int64_t spatialSize) : batch(batchSize), spatial(spatialSize) {
+    if (spatial >= kChunkElements) {
+      segmentsPerChunk = 1;
+      piecesPerSegment = (spatial + kChunkElements - 1) / kChunkElements;
+      pieceLength = (spatial + piecesPerSegment - 1) / piecesPerSegment;
+    } else {
+      segmentsPerChunk = kChunkElements / spatial;
+      piecesPerSegment = 1;
+      pieceLength = spatial;
+    }
+  }
+
+  // visit(firstSegment, endSegment, firstOffset, endOffset)
+  template <class Visit>
+  void forEach(Visit&& visit) const {
+    for (int64_t n0 = 0; n0 < batch; n0 += segmentsPerChunk) {
+      const int64_t n1 = n0 + segmentsPerChunk < batch ? n0 + segmentsPerChunk : batch;
+      for (int64_t s0 = 0; s0 < spatial; s0 += pieceLength) {
+        const int64_t s1 = s0 + pieceLength < spatial ? s0 + pieceLength : spatial;
+        visit(n0, n1, s0, s1);
+      }
+    }
+  }
+};
+
+// A planar channel's segments sit C * spatial floats apart, so each one is a
+// short stream the hardware prefetcher hardly gets going on. Requesting the
+// next segment while this one is processed keeps many DRAM reads in flight.
+// Long segments stream well on their own and are left alone.
+constexpr int64_t kPrefetchMaxSegment = 4096;
+
+template <int ForWrite>
+inline void prefetchSegment(const float* p, int64_t length) {
+  if (length > kPrefetchMaxSegment) return;
+  for (int64_t i = 0; i < length; i += 16) __builtin_prefetch(p + i, ForWrite, 3);
+}
+
+template <class V>
+Moments planarChannelMoments(const float* channel, int64_t segmentStride, const PlanarChunks& plan) {
+  using Reg = typename V::Reg;
+  Moments total;
+  plan.forEach([&](int64_t n0, int64_t n1, int64_t s0, int64_t s1) {
+    const int64_t length = s1 - s0;
+    Reg acc[4];
+    simd::zero4<V>(acc);
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* p = channel + n * segmentStride + s0;
+      if (n + 1 < plan.batch) prefetchSegment<0>(p + segmentStride, length);
+      vectorLoop<V>(length, [&](auto full, int slot, int64_t i, int64_t valid) {
+        acc[slot] = V::add(acc[slot], loadN<V>(full, p + i, valid, 0.0f));
+      });
+    }
+    const double count = static_cast<double>((n1 - n0) * length);
+    const float pivot = static_cast<float>(simd::reduceAdd4<V>(acc) / count);
+    const Reg pivotV = V::set1(pivot);
+    Reg dev[4], sq[4];
+    simd::zero4<V>(dev);
+    simd::zero4<V>(sq);
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* p = channel + n * segmentStride + s0;
+      vectorLoop<V>(length, [&](auto full, int slot, int64_t i, int64_t valid) {
+        const Reg t = V::sub(loadN<V>(full, p + i, valid, pivot), pivotV);
+        dev[slot] = V::add(dev[slot], t);
+        sq[slot] = V::fma(t, t, sq[slot]);
+      });
+    }
+    total = mergeMoments(total, momentsAroundPivot(count, pivot, simd::reduceAdd4<V>(dev),
+                                                   simd::reduceAdd4<V>(sq)));
+  });
+  return total;
+}
+
+template <class V>
+void planarNormalize(const float* x, float* y, int64_t batch, int64_t segmentStride, int64_t spatial,
+                     float mean, float scale, float beta, bool relu, bool stream) {
+  using Reg = typename V::Reg;
+  const Reg meanV = V::set1(mean), scaleV = V::set1(scale), betaV = V::set1(beta), zeroV = V::zero();
+  for (int64_t n = 0; n < batch; ++n) {
+    const float* xs = x + n * segmentStride;
+    float* ys = y + n * segmentStride;
+    if (n + 1 < batch) {
+      prefetchSegment<0>(xs + segmentStride, spatial);
+      if (!stream) prefetchSegment<1>(ys + segmentStride, spatial);
+    }
+    simd::mapStore<V>(ys, spatial, stream, [&](auto full, int64_t i, int64_t valid) {
+      const Reg v = affine<V>(loadN<V>(full, xs + i, valid, 0.0f), meanV, scaleV, betaV);
+      return relu ? V::max(v, zeroV) : v;
+    });
+  }
+}
+
+inline int64_t channelGrain(int64_t perChannel) {
+  const int64_t grain = kMinElementsPerThread / (perChannel > 0 ? perChannel : 1);
+  return grain > 1 ? grain : 1;
+}
+
+template <class V>
+void forwardTrainPlanar(const BnForwardTrainArgs& a) {
+  const BnLayout& l = a.layout;
+  const PlanarChunks plan(l.batch, l.spatial);
+  const int64_t stride = l.channels * l.spatial;
+  const bool stream = streamOutput(l);
+  parallelForEach(0, l.channels, channelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* xc = a.x + c * l.spatial;
+      finishChannelStats<V>(a, c, planarChannelMoments<V>(xc, stride, plan));
+      const float scale = channelScale(a.gamma, c, a.saveInvstd[c]);
+      planarNormalize<V>(xc, a.y + c * l.spatial, l.batch, stride, l.spatial, a.saveMean[c], scale,
+                         channelBeta(a.beta, c), a.relu, stream);
+    }
+    if (stream) V::streamFence();
+  });
+}
+
+template <class V>
+void backwardPlanar(const BnBackwardArgs& a) {
+  using Reg = typename V::Reg;
+  const BnLayout& l = a.layout;
+  const PlanarChunks plan(l.batch, l.spatial);
+  const int64_t stride = l.channels * l.spatial;
+  const double count = static_cast<double>(l.perChannel());
+  const bool stream = streamOutput(l);
+  parallelForEach(0, l.channels, channelGrain(l.perChannel()), [&](int64_t ca, int64_t cb) {
+    for (int64_t c = ca; c < cb; ++c) {
+      const int64_t offset = c * l.spatial;
+      const float mean = a.mean[c];
+      const Reg meanV = V::set1(mean);
+      const Reg scaleV = V::set1(channelScale(a.gamma, c, a.invstd[c]));
+      const Reg betaV = V::set1(channelBeta(a.beta, c));
+      double sumDy = 0, sumDyXc = 0;
+      plan.forEach([&](int64_t n0, int64_t n1, int64_t s0, int64_t s1) {
+        Reg accDy[4], accDyXc[4];
+        simd::zero4<V>(accDy);
+        simd::zero4<V>(accDyXc);
+        for (int64_t n = n0; n < n1; ++n) {
+          const float* xs = a.x + offset + n * stride + s0;
+          const float* dys = a.dy + offset + n * stride + s0;
+          if (n + 1 < l.batch) {
+            prefetchSegment<0>(xs + stride, s1 - s0);
+            prefetchSegment<0>(dys + stride, s1 - s0);
+          }
+          vectorLoop<V>(s1 - s0, [&](auto full, int slot, int64_t i, int64_t valid) {
+            const Reg xv = loadN<V>(full, xs + i, valid, mean);
+            const Reg dyv = maskedDy<V>(a.relu, xv, loadN<V>(full, dys + i, valid, 0.0f), meanV, scaleV, betaV);
+            accDy[slot] = V::add(accDy[slot], dyv);
+            accDyXc[slot] = V::fma(dyv, V::sub(xv, meanV), accDyXc[slot]);
+          });
+        }
+        sumDy += simd::reduceAdd4<V>(accDy);
+        sumDyXc += simd::reduceAdd4<V>(accDyXc);
+      });
+      const GradCoefficients g = gradCoefficients(a, c, sumDy, sumDyXc, count);
+      if (!a.dx) continue;
+      const Reg kV = V::set1(g.k), bV = V::set1(g.b), c0V = V::set1(g.c0);
+      for (int64_t n = 0; n < l.batch; ++n) {
+        const float* xs = a.x + offset + n * stride;
+        const float* dys = a.dy + offset + n * stride;
+        float* dxs = a.dx + offset + n * stride;
+        if (n + 1 < l.batch) {
+          prefetchSegment<0>(xs + stride, l.spatial);
+          prefetchSegment<0>(dys + stride, l.spatial);
+          if (!stream) prefetchSegment<1>(dxs + stride, l.spatial);
+        }
+        simd::mapStore<V>(dxs, l.spatial, stream, [&](auto full, int64_t i, int64_t valid) {
+          const Reg xv = loadN<V>(full, xs + i, valid, 0.0f);
+          const Reg dyv = maskedDy<V>(a.relu, xv, loadN<V>(full, dys + i, valid, 0.0f), meanV, scaleV, betaV);
+          return V::fma(kV, dyv, V::fma(bV, V::sub(xv, meanV), c0V));
+        });
+      }
+    }
+    if (stream) V::streamFence();
+  });
+}
+
+template <class V>
+void forwardEvalPlanar(const BnForwardEvalArgs& a, const ChannelAffine& consts) {
+  const BnLayout& l = a.layout;
+  const int64_t segments = l.batch * l.channels;
+  const int64_t grain = kMinElementsPerThread / l.spatial + 1;
+  const bool stream = streamOutput(l);
+  parallelForEach(0, segments, grain, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t c = s % l.channels;
+      planarNormalize<V>(a.x + s * l.spatial, a.y + s * l.spatial, 1, 0, l.spatial, consts.mean[c],
+                         consts.scale[c], consts.beta[c], a.relu, stream);
+    }
+    if (stream) V::streamFence();
+  });
+}
+
+}  // namespace
+}  // namespace bnkit
