@@ -1,10 +1,12 @@
-// Planar layout (NCHW, NCL): one thread owns a channel. Its statistics come
-// from chunks of <= kChunkElements values that stay in L1 for a two-pass
-// (sum, then centred squares) estimate merged with Chan's formula in double;
-// the channel is then normalized while it is still in L2, so DRAM sees one
-// read of x and one write of y. Backward does the same with (x, dy) -> dx.
+// Planar layout (NCHW, NCL): one thread owns a run of channels. A channel's
+// statistics come from chunks of <= kChunkElements values that stay in L1 for
+// a two-pass (sum, then centred squares) estimate merged with Chan's formula
+// in double; the channel is then normalized while it is still in L2 (or, for
+// large channels, L3: see forwardTrainOverlapped), so DRAM sees one read of x
+// and one write of y. Backward does the same with (x, dy) -> dx.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "../simd/vector_loop.h"
 #include "../threadpool.h"
@@ -25,8 +27,10 @@ struct PlanarChunks {
   PlanarChunks(int64_t batchSize, int64_t spatialSize) : batch(batchSize), spatial(spatialSize) {
     if (spatial >= kChunkElements) {
       segmentsPerChunk = 1;
-      piecesPerSegment = (spatial + kChunkElements - 1) / kChunkElements;
-      pieceLength = (spatial + piecesPerSegment - 1) / piecesPerSegment;
+      const int64_t pieces = (spatial + kChunkElements - 1) / kChunkElements;
+      pieceLength = (spatial + pieces - 1) / pieces;
+      // Rounding the length up can leave fewer pieces than planned (huge planes).
+      piecesPerSegment = (spatial + pieceLength - 1) / pieceLength;
     } else {
       segmentsPerChunk = kChunkElements / spatial;
       piecesPerSegment = 1;
@@ -34,15 +38,24 @@ struct PlanarChunks {
     }
   }
 
-  // visit(firstSegment, endSegment, firstOffset, endOffset)
+  struct Chunk {
+    int64_t n0, n1, s0, s1;  // segments [n0, n1), offsets [s0, s1) in each
+  };
+
+  int64_t count() const { return (batch + segmentsPerChunk - 1) / segmentsPerChunk * piecesPerSegment; }
+
+  Chunk operator[](int64_t index) const {
+    const int64_t n0 = index / piecesPerSegment * segmentsPerChunk, s0 = index % piecesPerSegment * pieceLength;
+    return Chunk{n0, n0 + segmentsPerChunk < batch ? n0 + segmentsPerChunk : batch, s0,
+                 s0 + pieceLength < spatial ? s0 + pieceLength : spatial};
+  }
+
+  // visit(firstSegment, endSegment, firstOffset, endOffset), in plan order
   template <class Visit>
   void forEach(Visit&& visit) const {
-    for (int64_t n0 = 0; n0 < batch; n0 += segmentsPerChunk) {
-      const int64_t n1 = n0 + segmentsPerChunk < batch ? n0 + segmentsPerChunk : batch;
-      for (int64_t s0 = 0; s0 < spatial; s0 += pieceLength) {
-        const int64_t s1 = s0 + pieceLength < spatial ? s0 + pieceLength : spatial;
-        visit(n0, n1, s0, s1);
-      }
+    for (int64_t k = 0, chunks = count(); k < chunks; ++k) {
+      const Chunk ck = (*this)[k];
+      visit(ck.n0, ck.n1, ck.s0, ck.s1);
     }
   }
 };
@@ -59,54 +72,113 @@ inline void prefetchSegment(const float* p, int64_t length) {
   for (int64_t i = 0; i < length; i += 16) __builtin_prefetch(p + i, ForWrite, 3);
 }
 
+// The moments of one chunk (segments [n0, n1), offsets [s0, s1)).
+template <class V>
+Moments planarChunkMoments(const float* channel, int64_t segmentStride, int64_t batch, int64_t n0, int64_t n1,
+                           int64_t s0, int64_t s1) {
+  using Reg = typename V::Reg;
+  const int64_t length = s1 - s0;
+  Reg acc[4];
+  simd::zero4<V>(acc);
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* p = channel + n * segmentStride + s0;
+    if (n + 1 < batch) prefetchSegment<0>(p + segmentStride, length);
+    vectorLoop<V>(length, [&](auto full, int slot, int64_t i, int64_t valid) {
+      acc[slot] = V::add(acc[slot], loadN<V>(full, p + i, valid, 0.0f));
+    });
+  }
+  const double count = static_cast<double>((n1 - n0) * length);
+  const float pivot = static_cast<float>(simd::reduceAdd4<V>(acc) / count);
+  const Reg pivotV = V::set1(pivot);
+  Reg dev[4], sq[4];
+  simd::zero4<V>(dev);
+  simd::zero4<V>(sq);
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* p = channel + n * segmentStride + s0;
+    vectorLoop<V>(length, [&](auto full, int slot, int64_t i, int64_t valid) {
+      const Reg t = V::sub(loadN<V>(full, p + i, valid, pivot), pivotV);
+      dev[slot] = V::add(dev[slot], t);
+      sq[slot] = V::fma(t, t, sq[slot]);
+    });
+  }
+  return momentsAroundPivot(count, pivot, simd::reduceAdd4<V>(dev), simd::reduceAdd4<V>(sq));
+}
+
 template <class V>
 Moments planarChannelMoments(const float* channel, int64_t segmentStride, const PlanarChunks& plan) {
-  using Reg = typename V::Reg;
   Moments total;
   plan.forEach([&](int64_t n0, int64_t n1, int64_t s0, int64_t s1) {
-    const int64_t length = s1 - s0;
-    Reg acc[4];
-    simd::zero4<V>(acc);
-    for (int64_t n = n0; n < n1; ++n) {
-      const float* p = channel + n * segmentStride + s0;
-      if (n + 1 < plan.batch) prefetchSegment<0>(p + segmentStride, length);
-      vectorLoop<V>(length, [&](auto full, int slot, int64_t i, int64_t valid) {
-        acc[slot] = V::add(acc[slot], loadN<V>(full, p + i, valid, 0.0f));
-      });
-    }
-    const double count = static_cast<double>((n1 - n0) * length);
-    const float pivot = static_cast<float>(simd::reduceAdd4<V>(acc) / count);
-    const Reg pivotV = V::set1(pivot);
-    Reg dev[4], sq[4];
-    simd::zero4<V>(dev);
-    simd::zero4<V>(sq);
-    for (int64_t n = n0; n < n1; ++n) {
-      const float* p = channel + n * segmentStride + s0;
-      vectorLoop<V>(length, [&](auto full, int slot, int64_t i, int64_t valid) {
-        const Reg t = V::sub(loadN<V>(full, p + i, valid, pivot), pivotV);
-        dev[slot] = V::add(dev[slot], t);
-        sq[slot] = V::fma(t, t, sq[slot]);
-      });
-    }
-    total = mergeMoments(total, momentsAroundPivot(count, pivot, simd::reduceAdd4<V>(dev),
-                                                   simd::reduceAdd4<V>(sq)));
+    total = mergeMoments(total, planarChunkMoments<V>(channel, segmentStride, plan.batch, n0, n1, s0, s1));
   });
   return total;
 }
 
-template <class V>
-void planarNormalize(const float* x, float* y, int64_t batch, int64_t segmentStride, int64_t spatial,
-                     float mean, float scale, float beta, bool relu, bool stream) {
+// The chunk the reading pass visits next, fetched a cache line per step():
+// the writing pass steps once per vector it writes, so these DRAM reads stay
+// in flight while its stores stream out (see forwardTrainOverlapped).
+class ChunkPrefetch {
+ public:
+  ChunkPrefetch() = default;  // nothing to fetch
+  ChunkPrefetch(int lanes, const float* channel, int64_t stride, const PlanarChunks::Chunk& chunk)
+      : next_(channel + chunk.n0 * stride + chunk.s0),
+        stride_(stride),
+        length_(chunk.s1 - chunk.s0),
+        segmentsLeft_(chunk.n1 - chunk.n0),
+        vectorsPerLine_(lanes < kLineFloats ? kLineFloats / lanes : 1),
+        countdown_(1) {}
+
+  inline void step() {
+    if (--countdown_ == 0) fetchLine();
+  }
+
+ private:
+  static constexpr int kLineFloats = 16;
+
+  void fetchLine() {
+    if (segmentsLeft_ == 0) {
+      countdown_ = -1;  // done: counts down harmlessly for the rest of the pass
+      return;
+    }
+    countdown_ = vectorsPerLine_;
+    __builtin_prefetch(next_ + offset_, 0, 3);
+    offset_ += kLineFloats;
+    if (offset_ >= length_) {
+      offset_ = 0;
+      next_ += stride_;
+      --segmentsLeft_;
+    }
+  }
+
+  const float* next_ = nullptr;
+  int64_t stride_ = 0, length_ = 0, segmentsLeft_ = 0, offset_ = 0;
+  int64_t vectorsPerLine_ = 1, countdown_ = -1;
+};
+
+// Stands in for ChunkPrefetch where a normalize pass is not overlapped; that
+// pass prefetches its own next segment instead (see prefetchSegment).
+struct NoPrefetch {
+  inline void step() {}
+};
+
+// Flattened: left to itself GCC keeps mapStore out of line, and the affine
+// constants the per-vector body reads through the closure then get reloaded
+// after every store (vector types may alias float), a third of the time on
+// short segments.
+template <class V, class Ahead = NoPrefetch>
+__attribute__((flatten)) void planarNormalize(const float* x, float* y, int64_t batch, int64_t segmentStride,
+                                              int64_t spatial, float mean, float scale, float beta, bool relu,
+                                              bool stream, Ahead ahead = Ahead()) {
   using Reg = typename V::Reg;
   const Reg meanV = V::set1(mean), scaleV = V::set1(scale), betaV = V::set1(beta), zeroV = V::zero();
   for (int64_t n = 0; n < batch; ++n) {
     const float* xs = x + n * segmentStride;
     float* ys = y + n * segmentStride;
-    if (n + 1 < batch) {
+    if (std::is_same<Ahead, NoPrefetch>::value && n + 1 < batch) {
       prefetchSegment<0>(xs + segmentStride, spatial);
       if (!stream) prefetchSegment<1>(ys + segmentStride, spatial);
     }
     simd::mapStore<V>(ys, spatial, stream, [&](auto full, int64_t i, int64_t valid) {
+      ahead.step();
       const Reg v = affine<V>(loadN<V>(full, xs + i, valid, 0.0f), meanV, scaleV, betaV);
       return relu ? V::max(v, zeroV) : v;
     });
@@ -118,19 +190,78 @@ inline int64_t channelGrain(int64_t perChannel) {
   return grain > 1 ? grain : 1;
 }
 
+// Channels of at least this many floats take forwardTrainOverlapped: their
+// second read comes from L3 anyway and DRAM is the limit. Smaller ones stay in
+// L2, where the overlap only adds work.
+constexpr int64_t kOverlapMinChannel = int64_t{1} << 18;  // 1 MiB
+
+// Channels [c0, c1) of one thread, software-pipelined: the statistics pass of
+// channel c + 1 runs chunk by chunk interleaved with the normalize pass of
+// channel c, and each normalize chunk prefetches the chunk the statistics pass
+// reads next. Run one after the other, the statistics pass is DRAM reads only
+// and the normalize pass DRAM writes only (its input comes back from L3), and
+// one core cannot keep enough reads in flight to use the bandwidth alone;
+// interleaved, each core's traffic looks like a copy, what DRAM does best. The
+// price is a second channel held in cache. Each channel still sees its chunks
+// in plan order, so its statistics equal planarChannelMoments' bit for bit.
+template <class V>
+void forwardTrainOverlapped(const BnForwardTrainArgs& a, const PlanarChunks& plan, bool stream, int64_t c0,
+                            int64_t c1) {
+  const BnLayout& l = a.layout;
+  const int64_t stride = l.channels * l.spatial, chunks = plan.count();
+  Moments moments;
+  auto gather = [&](int64_t c, int64_t k) {
+    const PlanarChunks::Chunk ck = plan[k];
+    moments = mergeMoments(
+        moments, planarChunkMoments<V>(a.x + c * l.spatial, stride, l.batch, ck.n0, ck.n1, ck.s0, ck.s1));
+  };
+  auto finish = [&](int64_t c) {
+    finishChannelStats<V>(a, c, moments);
+    moments = Moments();
+  };
+  auto normalize = [&](int64_t c, int64_t k, const ChunkPrefetch& ahead) {
+    const PlanarChunks::Chunk ck = plan[k];
+    const int64_t offset = c * l.spatial + ck.n0 * stride + ck.s0;
+    planarNormalize<V>(a.x + offset, a.y + offset, ck.n1 - ck.n0, stride, ck.s1 - ck.s0, a.saveMean[c],
+                       channelScale(a.gamma, c, a.saveInvstd[c]), channelBeta(a.beta, c), a.relu, stream, ahead);
+  };
+  auto chunkOf = [&](int64_t c, int64_t k) {
+    return ChunkPrefetch(V::kLanes, a.x + c * l.spatial, stride, plan[k]);
+  };
+  for (int64_t k = 0; k < chunks; ++k) gather(c0, k);
+  finish(c0);
+  for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t k = 0; k < chunks; ++k) {
+      if (c + 1 < c1) gather(c + 1, k);
+      // The statistics pass reads chunk k + 1 of channel c + 1 next, or
+      // after the last chunk, chunk 0 of channel c + 2.
+      if (k + 1 < chunks) {
+        normalize(c, k, c + 1 < c1 ? chunkOf(c + 1, k + 1) : ChunkPrefetch());
+      } else {
+        normalize(c, k, c + 2 < c1 ? chunkOf(c + 2, 0) : ChunkPrefetch());
+      }
+    }
+    if (c + 1 < c1) finish(c + 1);
+  }
+}
+
 template <class V>
 void forwardTrainPlanar(const BnForwardTrainArgs& a) {
   const BnLayout& l = a.layout;
   const PlanarChunks plan(l.batch, l.spatial);
   const int64_t stride = l.channels * l.spatial;
   const bool stream = streamOutput(l);
+  const bool overlap = l.perChannel() >= kOverlapMinChannel;
   parallelForEach(0, l.channels, channelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const float* xc = a.x + c * l.spatial;
-      finishChannelStats<V>(a, c, planarChannelMoments<V>(xc, stride, plan));
-      const float scale = channelScale(a.gamma, c, a.saveInvstd[c]);
-      planarNormalize<V>(xc, a.y + c * l.spatial, l.batch, stride, l.spatial, a.saveMean[c], scale,
-                         channelBeta(a.beta, c), a.relu, stream);
+    if (overlap) {
+      forwardTrainOverlapped<V>(a, plan, stream, c0, c1);
+    } else {
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* xc = a.x + c * l.spatial;
+        finishChannelStats<V>(a, c, planarChannelMoments<V>(xc, stride, plan));
+        planarNormalize<V>(xc, a.y + c * l.spatial, l.batch, stride, l.spatial, a.saveMean[c],
+                           channelScale(a.gamma, c, a.saveInvstd[c]), channelBeta(a.beta, c), a.relu, stream);
+      }
     }
     if (stream) V::streamFence();
   });
