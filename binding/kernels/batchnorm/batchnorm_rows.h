@@ -1,6 +1,11 @@
-// Channels-last layout (NHWC, NLC, and NC with no spatial axis): rows are
-// cut into fixed chunks, each yielding per-channel partials that are merged in
-// chunk order, so results do not depend on the number of threads.
+// Channels-last layout (NHWC, NLC, and NC with no spatial axis).
+//
+// Reductions: rows are cut into fixed groups (their boundaries depend on the
+// shape only), each group summing in double into its own per-channel record;
+// records are merged in group order, so results do not depend on the number
+// of threads. Element-wise passes treat the tensor as one flat stream whose
+// channel index repeats with period C, so they need no per-row tail handling
+// and every store lands on a vector boundary (which non-temporal stores need).
 #pragma once
 #include <cstdint>
 #include <type_traits>
@@ -15,37 +20,49 @@ namespace {
 
 using simd::loadN;
 
-// Rows are short: streaming pays only when every row starts on a vector
-// boundary, otherwise masked and non-temporal stores share cache lines.
-template <class V>
-inline bool streamRows(const BnLayout& l, const float* out) {
-  constexpr uintptr_t kAlign = V::kLanes * sizeof(float);
-  return streamOutput(l) && l.channels % V::kLanes == 0 && reinterpret_cast<uintptr_t>(out) % kAlign == 0;
-}
-
-// A chunk is a fixed number of rows: channel blocks walk it twice, and one
-// block's share (rows x 4 vectors) stays in L1 whatever C is. Few channels get
-// taller chunks so each chunk still carries enough work.
-struct RowChunks {
-  int64_t rows, rowsPerChunk, count;
-  RowChunks(int64_t rowCount, int64_t channels) : rows(rowCount) {
-    rowsPerChunk = channels >= 64 ? 64 : kChunkElements / 64 / channels * 64;
-    count = (rows + rowsPerChunk - 1) / rowsPerChunk;
+// Reductions walk a group in sub-blocks of rows, each sub-block once per
+// channel block; a sub-block (about 16 KiB) stays in L1 while its channel
+// blocks take turns. Float sums never run over more than one sub-block;
+// groups accumulate in double. Groups are big enough to amortize their record
+// and few enough that merging the records is cheap next to the tensor itself.
+struct RowGroups {
+  static constexpr int64_t kMinGroupElements = 16384;
+  static constexpr int64_t kMaxGroups = 128;
+  int64_t rows, subRows, groupRows, count;
+  RowGroups(int64_t rowCount, int64_t channels) : rows(rowCount) {
+    subRows = channels >= 64 ? 64 : kChunkElements / 64 / channels * 64;
+    const int64_t subBlocks = (rows + subRows - 1) / subRows;
+    int64_t perGroup = kMinGroupElements / (subRows * channels);
+    const int64_t forCount = (subBlocks + kMaxGroups - 1) / kMaxGroups;
+    if (perGroup < forCount) perGroup = forCount;
+    if (perGroup < 1) perGroup = 1;
+    groupRows = subRows * perGroup;
+    count = (rows + groupRows - 1) / groupRows;
   }
-  int64_t begin(int64_t chunk) const { return chunk * rowsPerChunk; }
-  int64_t end(int64_t chunk) const {
-    const int64_t e = (chunk + 1) * rowsPerChunk;
+  int64_t begin(int64_t group) const { return group * groupRows; }
+  int64_t end(int64_t group) const {
+    const int64_t e = (group + 1) * groupRows;
     return e < rows ? e : rows;
   }
+  // Enough groups per thread that waking one pays.
+  int64_t grain(int64_t channels) const { return kMinElementsPerThread / (groupRows * channels) + 1; }
 };
+
+// Calls visit(r0, r1) for the sub-blocks of rows [begin, end).
+template <class Visit>
+inline void forEachSubBlock(const RowGroups& groups, int64_t begin, int64_t end, Visit&& visit) {
+  for (int64_t r0 = begin; r0 < end; r0 += groups.subRows) {
+    visit(r0, r0 + groups.subRows < end ? r0 + groups.subRows : end);
+  }
+}
 
 template <int N>
 using VectorCount = std::integral_constant<int, N>;
 
 // Walks channels in blocks of up to four vectors so per-channel accumulators
-// live in registers while the rows of a chunk stream past. The vector count
-// is a compile-time constant: with a runtime count the accumulator arrays
-// spill to memory and every row waits on a store-to-load round trip.
+// live in registers while the rows of a sub-block stream past. The vector
+// count is a compile-time constant: with a runtime count the accumulator
+// arrays spill to memory and every row waits on a store-to-load round trip.
 // visit(firstChannel, VectorCount<n>, validLanesInLastVector)
 template <class V, class Visit>
 inline void forEachChannelBlock(int64_t channels, Visit&& visit) {
@@ -62,71 +79,311 @@ inline void forEachChannelBlock(int64_t channels, Visit&& visit) {
   }
 }
 
+// Narrow channel blocks (one or two vectors) give too few independent
+// accumulator chains to hide the adder's latency, so their rows alternate
+// between two sets of accumulators: visit(phase, row) for rows [r0, r1), the
+// phase a compile-time index (a run-time one puts the accumulators in memory).
+template <int vectors>
+constexpr int kRowPhases = vectors <= 2 ? 2 : 1;
+
+template <int vectors, class Visit>
+inline void forEachRowPhased(int64_t r0, int64_t r1, Visit&& visit) {
+  using First = std::integral_constant<int, 0>;
+  int64_t r = r0;
+  if constexpr (kRowPhases<vectors> == 2) {
+    for (; r + 2 <= r1; r += 2) {
+      visit(First{}, r);
+      visit(std::integral_constant<int, 1>{}, r + 1);
+    }
+  }
+  for (; r < r1; ++r) visit(First{}, r);
+}
+
 template <class V>
 inline typename V::Reg loadLane(const float* p, int k, int vectors, int64_t lastValid, float fill) {
   return k + 1 < vectors ? V::load(p + k * V::kLanes) : V::loadPartial(p + k * V::kLanes, lastValid, fill);
 }
 
-// Per-chunk, per-channel moments of channels-last data: records[chunk * C + c].
+// ----------------------------------------------------------- flat streaming
+
+// Element-wise passes place vectors on the output's alignment grid: `head`
+// elements up to the first vector boundary, then whole vectors.
 template <class V>
-void rowChunkMoments(const float* x, int64_t channels, const RowChunks& chunks, int64_t chunk,
-                     Moments* records) {
-  using Reg = typename V::Reg;
-  constexpr int64_t L = V::kLanes;
-  const int64_t r0 = chunks.begin(chunk), r1 = chunks.end(chunk);
-  const double count = static_cast<double>(r1 - r0);
-  forEachChannelBlock<V>(channels, [&](int64_t c0, auto vectorCount, int64_t lastValid) {
-    constexpr int vectors = decltype(vectorCount)::value;
-    Reg acc[vectors];
-    for (auto& a : acc) a = V::zero();
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = x + r * channels + c0;
-      for (int k = 0; k < vectors; ++k) acc[k] = V::add(acc[k], loadLane<V>(row, k, vectors, lastValid, 0.0f));
-    }
-    alignas(64) float pivot[4 * L];
-    const Reg inverseCount = V::set1(static_cast<float>(1.0 / count));
-    for (int k = 0; k < vectors; ++k) V::store(pivot + k * L, V::mul(acc[k], inverseCount));
-    Reg pivotV[vectors], dev[vectors], sq[vectors];
-    for (int k = 0; k < vectors; ++k) {
-      pivotV[k] = V::load(pivot + k * L);
-      dev[k] = V::zero();
-      sq[k] = V::zero();
-    }
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = x + r * channels + c0;
-      for (int k = 0; k < vectors; ++k) {
-        const Reg t = V::sub(loadLane<V>(row, k, vectors, lastValid, 0.0f), pivotV[k]);
-        dev[k] = V::add(dev[k], t);
-        sq[k] = V::fma(t, t, sq[k]);
-      }
-    }
-    alignas(64) float devs[4 * L], sqs[4 * L];
-    for (int k = 0; k < vectors; ++k) {
-      V::store(devs + k * L, dev[k]);
-      V::store(sqs + k * L, sq[k]);
-    }
-    const int64_t width = (vectors - 1) * L + lastValid;
-    Moments* out = records + chunk * channels + c0;
-    for (int64_t j = 0; j < width; ++j) out[j] = momentsAroundPivot(count, pivot[j], devs[j], sqs[j]);
-  });
+inline int64_t gridHead(const float* out) {
+  constexpr uintptr_t kAlign = V::kLanes * sizeof(float);
+  const uintptr_t misalign = reinterpret_cast<uintptr_t>(out) % kAlign;
+  return misalign % sizeof(float) != 0 || misalign == 0 ? 0 : static_cast<int64_t>((kAlign - misalign) / sizeof(float));
+}
+
+// A per-channel constant repeated past the last channel: periodic[j] =
+// value(j % C) for j < C + L, so the constants of a vector starting at any
+// channel are one load, whatever C is. The array is shifted within its slot
+// so that, when C is a multiple of L, the channels the output grid visits are
+// vector-aligned too: loads that split cache lines cost double.
+struct PeriodicSlots {
+  float* base;
+  int64_t stride;  // floats per slot, a multiple of 16 (64 bytes)
+  int64_t shift;
+  float* slot(int index) const { return base + index * stride + shift; }
+};
+
+template <class V>
+inline int64_t periodicSlotFloats(int64_t channels) {
+  return (channels + 2 * V::kLanes + 15) / 16 * 16;
 }
 
 template <class V>
-void rowsNormalize(const float* x, float* y, int64_t rows, int64_t channels, const ChannelAffine& a,
-                   bool relu, bool stream) {
-  using Reg = typename V::Reg;
-  const int64_t grain = kMinElementsPerThread / channels + 1;
-  parallelForEach(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    const Reg zeroV = V::zero();
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * channels;
-      simd::mapStore<V>(y + r * channels, channels, stream, [&](auto full, int64_t c, int64_t valid) {
-        const Reg v = affine<V>(loadN<V>(full, xr + c, valid, 0.0f), loadN<V>(full, a.mean + c, valid, 0.0f),
-                                loadN<V>(full, a.scale + c, valid, 0.0f), loadN<V>(full, a.beta + c, valid, 0.0f));
-        return relu ? V::max(v, zeroV) : v;
-      });
+inline PeriodicSlots periodicSlots(float* scratch, int64_t channels, const float* out) {
+  constexpr int64_t L = V::kLanes;
+  return PeriodicSlots{scratch, periodicSlotFloats<V>(channels), (L - gridHead<V>(out) % L) % L};
+}
+
+template <class V, class Value>
+inline void fillPeriodic(float* out, int64_t channels, Value&& value) {
+  for (int64_t c = 0; c < channels; ++c) out[c] = value(c);
+  for (int64_t j = channels; j < channels + V::kLanes; ++j) out[j] = out[j - channels];
+}
+
+// A run-time flag as a compile-time one, so loops carry no branch on it.
+template <class F>
+inline void withFlag(bool flag, F&& f) {
+  if (flag) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+// An element-wise pass over a channels-last tensor comes in two parts:
+// at(channel) gathers the per-channel constants of the vector starting at
+// `channel` into registers (a ChannelRegs, loaded from periodic arrays), and
+// apply(isFull, flatOffset, validLanes, constants) -> V::Reg computes the
+// output vector.
+template <class V, int N>
+struct ChannelRegs {
+  typename V::Reg v[N];
+};
+
+template <class V, class Stream>
+inline void storeGrid(Stream, float* p, typename V::Reg value) {
+  if constexpr (Stream::value) {
+    V::storeStream(p, value);
+  } else {
+    V::store(p, value);
+  }
+}
+
+// Vectors [v0, v1) of the output grid, last first (see mapChannelsLast), with
+// the constants gathered for every vector. Everything the loop reads is a
+// local copy, the lambdas included (so their captures must be by value): a
+// vector store may alias any memory, and values behind references would be
+// reloaded for every vector.
+template <class V, class Stream, class At, class Apply>
+inline void walkGridBackwards(Stream stream, float* out, int64_t head, int64_t channels, int64_t v0, int64_t v1,
+                              At at, Apply apply) {
+  constexpr int64_t L = V::kLanes;
+  const int64_t stepBack = L % channels;
+  int64_t i = head + (v1 - 1) * L;
+  int64_t channel = i % channels;
+  for (int64_t v = v1; v > v0; --v) {
+    storeGrid<V>(stream, out + i, apply(simd::Full{}, i, L, at(channel)));
+    i -= L;
+    channel -= stepBack;
+    if (channel < 0) channel += channels;
+  }
+}
+
+// The same when C is `period` vectors: vector v's channels depend on v modulo
+// the period only, so each position's constants are gathered once and stay in
+// registers, and the loop body is loads of the tensors, arithmetic and stores.
+template <int period, class V, class Stream, class At, class Apply>
+inline void walkPeriodicGridBackwards(Stream stream, float* out, int64_t head, int64_t channels, int64_t v0,
+                                      int64_t v1, At at, Apply apply) {
+  constexpr int64_t L = V::kLanes;
+  const int64_t whole = v0 + (v1 - v0) / period * period;
+  walkGridBackwards<V>(stream, out, head, channels, whole, v1, at, apply);
+  if (whole == v0) return;
+  decltype(at(0)) consts[period];
+  for (int k = 0; k < period; ++k) consts[k] = at((head + (v0 + k) * L) % channels);
+  for (int64_t base = whole - period; base >= v0; base -= period) {
+    for (int k = period - 1; k >= 0; --k) {
+      const int64_t i = head + (base + k) * L;
+      storeGrid<V>(stream, out + i, apply(simd::Full{}, i, L, consts[k]));
     }
+  }
+}
+
+// Writes out[0, length) of a channels-last tensor (at and apply: see
+// ChannelRegs). Vectors are placed on out's alignment grid (one masked head and
+// tail), so stores never split cache lines and, with `stream`, go out
+// non-temporal. Each thread walks its range backwards: the reduction pass
+// before this one read the same ranges forwards, so their ends are still in
+// the last-level cache when a tensor does not fit in it whole.
+template <class V, class At, class Apply>
+inline void mapChannelsLast(float* out, int64_t length, int64_t channels, bool stream, const At& at,
+                            const Apply& apply) {
+  constexpr int64_t L = V::kLanes;
+  int64_t head = gridHead<V>(out);
+  if (reinterpret_cast<uintptr_t>(out) % sizeof(float) != 0) stream = false;
+  if (head > length) head = length;
+  const int64_t vectors = (length - head) / L;
+  const int64_t tailStart = head + vectors * L;
+  auto edges = [&](bool first, bool last) {
+    if (first && head > 0) V::storePartial(out, apply(simd::Tail{}, 0, head, at(0)), head);
+    if (last && tailStart < length) {
+      V::storePartial(out + tailStart, apply(simd::Tail{}, tailStart, length - tailStart, at(tailStart % channels)),
+                      length - tailStart);
+    }
+  };
+  if (vectors == 0) {
+    edges(true, true);
+    return;
+  }
+  const int64_t period = channels % L == 0 ? channels / L : 0;
+  parallelForEach(0, vectors, kMinElementsPerThread / L + 1, [&](int64_t v0, int64_t v1) {
+    withFlag(stream, [&](auto s) {
+      switch (period) {
+        case 1: walkPeriodicGridBackwards<1, V>(s, out, head, channels, v0, v1, at, apply); break;
+        case 2: walkPeriodicGridBackwards<2, V>(s, out, head, channels, v0, v1, at, apply); break;
+        case 3: walkPeriodicGridBackwards<3, V>(s, out, head, channels, v0, v1, at, apply); break;
+        case 4: walkPeriodicGridBackwards<4, V>(s, out, head, channels, v0, v1, at, apply); break;
+        default: walkGridBackwards<V>(s, out, head, channels, v0, v1, at, apply); break;
+      }
+    });
+    edges(v0 == 0, v1 == vectors);
     if (stream) V::streamFence();
+  });
+}
+
+// Output streaming pays only for tensors beyond the last-level cache.
+inline bool streamRows(const BnLayout& l) { return streamOutput(l); }
+
+// Periodic copies of the affine map's constants.
+struct PeriodicAffine {
+  float* mean;
+  float* scale;
+  float* beta;
+};
+
+inline PeriodicAffine periodicAffine(const PeriodicSlots& slots) {
+  return PeriodicAffine{slots.slot(0), slots.slot(1), slots.slot(2)};
+}
+
+// Scratch for `doubles` doubles, then `slots` periodic constant slots.
+template <class V>
+inline PeriodicSlots scratchWithSlots(int64_t doubles, int slots, int64_t channels, const float* out,
+                                      double** records) {
+  const int64_t recordBytes = (static_cast<int64_t>(sizeof(double)) * doubles + 63) / 64 * 64;
+  auto* base = static_cast<char*>(
+      scratchBytes(recordBytes + sizeof(float) * slots * periodicSlotFloats<V>(channels)));
+  *records = reinterpret_cast<double*>(base);
+  return periodicSlots<V>(reinterpret_cast<float*>(base + recordBytes), channels, out);
+}
+
+template <class V>
+inline ChannelRegs<V, 3> affineAt(const PeriodicAffine& a, int64_t channel) {
+  return {{V::load(a.mean + channel), V::load(a.scale + channel), V::load(a.beta + channel)}};
+}
+
+template <class V>
+void rowsNormalize(const float* x, float* y, int64_t length, int64_t channels, const PeriodicAffine& a, bool relu,
+                   bool stream) {
+  withFlag(relu, [&](auto reluFlag) {
+    mapChannelsLast<V>(
+        y, length, channels, stream, [=](int64_t channel) { return affineAt<V>(a, channel); },
+        [=](auto full, int64_t i, int64_t valid, const ChannelRegs<V, 3>& k) {
+          const typename V::Reg v = affine<V>(loadN<V>(full, x + i, valid, 0.0f), k.v[0], k.v[1], k.v[2]);
+          return decltype(reluFlag)::value ? V::max(v, V::zero()) : v;
+        });
+  });
+}
+
+// ------------------------------------------------------------ forward train
+
+// A group's statistics per channel, in double, around a reference (its
+// first row): sum(x - ref) and sum((x - ref)^2). Around a value of the data,
+// E[(x - ref)^2] - E[x - ref]^2 is exact enough in double (the same bound as
+// in blockMoments, with double's epsilon); each sub-block's float sums are
+// taken around its own first row.
+struct GroupMoments {
+  double* ref;
+  double* s1;
+  double* s2;
+};
+
+inline GroupMoments groupMoments(double* records, int64_t channels, int64_t group) {
+  double* base = records + 3 * channels * group;
+  return GroupMoments{base, base + channels, base + 2 * channels};
+}
+
+// sum(x - pivot) and sum((x - pivot)^2) over rows [r0, r1) of `vectors`
+// vectors of channels from c0, in float, one pass. The pivot is the first
+// row: any value of the sub-block keeps the float sums accurate, because
+// every (x - pivot)^2 is at most the sub-block's range squared, which is at
+// most twice its sum of squared deviations from its mean: the rounding error
+// stays a small multiple of float epsilon relative to the channel's M2,
+// whatever the data's mean (the 1e4 / 1e6 + N(0, 1) tests). Plain values only
+// (see blockGradientSums).
+template <class V, int vectors>
+inline void blockMoments(const float* x, int64_t channels, int64_t r0, int64_t r1, int64_t c0, int64_t lastValid,
+                         float* pivot, float* dev, float* sq) {
+  using Reg = typename V::Reg;
+  constexpr int64_t L = V::kLanes;
+  constexpr int phases = kRowPhases<vectors>;
+  Reg pivotV[vectors], devV[phases][vectors], sqV[phases][vectors];
+  for (int k = 0; k < vectors; ++k) {
+    pivotV[k] = loadLane<V>(x + r0 * channels + c0, k, vectors, lastValid, 0.0f);
+    for (int p = 0; p < phases; ++p) devV[p][k] = sqV[p][k] = V::zero();
+  }
+  forEachRowPhased<vectors>(r0 + 1, r1, [&](auto p, int64_t r) {
+    const float* row = x + r * channels + c0;
+    for (int k = 0; k < vectors; ++k) {
+      const Reg t = V::sub(loadLane<V>(row, k, vectors, lastValid, 0.0f), pivotV[k]);
+      devV[p][k] = V::add(devV[p][k], t);
+      sqV[p][k] = V::fma(t, t, sqV[p][k]);
+    }
+  });
+  for (int k = 0; k < vectors; ++k) {
+    for (int p = 1; p < phases; ++p) {
+      devV[0][k] = V::add(devV[0][k], devV[p][k]);
+      sqV[0][k] = V::add(sqV[0][k], sqV[p][k]);
+    }
+    V::store(pivot + k * L, pivotV[k]);
+    V::store(dev + k * L, devV[0][k]);
+    V::store(sq + k * L, sqV[0][k]);
+  }
+}
+
+template <class V>
+void groupStatistics(const float* x, int64_t channels, const RowGroups& groups, int64_t group, GroupMoments out) {
+  constexpr int64_t L = V::kLanes;
+  const int64_t first = groups.begin(group);
+  forEachSubBlock(groups, first, groups.end(group), [&](int64_t r0, int64_t r1) {
+    const double count = static_cast<double>(r1 - r0);
+    forEachChannelBlock<V>(channels, [&](int64_t c0, auto vectorCount, int64_t lastValid) {
+      constexpr int vectors = decltype(vectorCount)::value;
+      alignas(64) float pivot[4 * L], devs[4 * L], sqs[4 * L];
+      blockMoments<V, vectors>(x, channels, r0, r1, c0, lastValid, pivot, devs, sqs);
+      const int64_t width = (vectors - 1) * L + lastValid;
+      double* ref = out.ref + c0;
+      double* s1 = out.s1 + c0;
+      double* s2 = out.s2 + c0;
+      if (r0 == first) {
+        for (int64_t j = 0; j < width; ++j) {
+          ref[j] = pivot[j];
+          s1[j] = devs[j];
+          s2[j] = sqs[j];
+        }
+        return;
+      }
+      // Shift the sub-block's sums from its pivot to the group's reference.
+      for (int64_t j = 0; j < width; ++j) {
+        const double delta = pivot[j] - ref[j];
+        const double d = devs[j];
+        s1[j] += d + count * delta;
+        s2[j] += sqs[j] + delta * (2.0 * d + count * delta);
+      }
+    });
   });
 }
 
@@ -134,146 +391,182 @@ template <class V>
 void forwardTrainRows(const BnForwardTrainArgs& a) {
   const BnLayout& l = a.layout;
   const int64_t rows = l.perChannel(), channels = l.channels;
-  const RowChunks chunks(rows, channels);
-  // Scratch: chunk records, then two doubles per channel, then the floats.
-  auto* records = static_cast<Moments*>(scratchBytes(sizeof(Moments) * chunks.count * channels +
-                                                    sizeof(double) * 2 * channels + sizeof(float) * 3 * channels));
-  double* sums = reinterpret_cast<double*>(records + chunks.count * channels);
-  float* affineBase = reinterpret_cast<float*>(sums + 2 * channels);
-  const ChannelAffine affineConsts = channelAffineScratch(affineBase, channels);
-  parallelForEach(0, chunks.count, kMinElementsPerThread / (chunks.rowsPerChunk * channels) + 1,
-                  [&](int64_t k0, int64_t k1) {
-                    for (int64_t k = k0; k < k1; ++k) rowChunkMoments<V>(a.x, channels, chunks, k, records);
-                  });
-  // Chunk summaries are combined in two passes (mean of means, then the
-  // spread of the chunk means), in chunk order: exact in double, no division
-  // per record, and the same for any thread count.
-  double* mean = sums;
-  double* m2 = sums + channels;
-  parallelForEach(0, channels, 8, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) mean[c] = m2[c] = 0;
-    for (int64_t k = 0; k < chunks.count; ++k) {
-      const Moments* row = records + k * channels;
-      for (int64_t c = c0; c < c1; ++c) mean[c] += row[c].count * row[c].mean;
+  const RowGroups groups(rows, channels);
+  double* records;
+  const PeriodicAffine consts =
+      periodicAffine(scratchWithSlots<V>(3 * channels * groups.count, 3, channels, a.y, &records));
+  parallelForEach(0, groups.count, groups.grain(channels), [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) groupStatistics<V>(a.x, channels, groups, g, groupMoments(records, channels, g));
+  });
+  // Merged in group order around group 0's reference: the same for any thread count.
+  const GroupMoments total = groupMoments(records, channels, 0);
+  for (int64_t g = 1; g < groups.count; ++g) {
+    const GroupMoments part = groupMoments(records, channels, g);
+    const double count = static_cast<double>(groups.end(g) - groups.begin(g));
+    for (int64_t c = 0; c < channels; ++c) {
+      const double delta = part.ref[c] - total.ref[c];
+      total.s1[c] += part.s1[c] + count * delta;
+      total.s2[c] += part.s2[c] + delta * (2.0 * part.s1[c] + count * delta);
     }
-    for (int64_t c = c0; c < c1; ++c) mean[c] /= static_cast<double>(rows);
-    for (int64_t k = 0; k < chunks.count; ++k) {
-      const Moments* row = records + k * channels;
-      for (int64_t c = c0; c < c1; ++c) {
-        const double d = row[c].mean - mean[c];
-        m2[c] += row[c].m2 + row[c].count * d * d;
-      }
-    }
-    for (int64_t c = c0; c < c1; ++c) {
-      Moments m;
-      m.count = static_cast<double>(rows);
-      m.mean = mean[c];
-      m.m2 = m2[c];
-      finishChannelStats<V>(a, c, m);
-      affineConsts.mean[c] = a.saveMean[c];
-      affineConsts.scale[c] = channelScale(a.gamma, c, a.saveInvstd[c]);
-      affineConsts.beta[c] = channelBeta(a.beta, c);
+  }
+  const double count = static_cast<double>(rows);
+  for (int64_t c = 0; c < channels; ++c) {
+    Moments m;
+    m.count = count;
+    m.mean = total.ref[c] + total.s1[c] / count;
+    m.m2 = total.s2[c] - total.s1[c] * total.s1[c] / count;
+    if (m.m2 < 0) m.m2 = 0;
+    finishChannelStats<V>(a, c, m);
+  }
+  fillPeriodic<V>(consts.mean, channels, [&](int64_t c) { return a.saveMean[c]; });
+  fillPeriodic<V>(consts.scale, channels, [&](int64_t c) { return channelScale(a.gamma, c, a.saveInvstd[c]); });
+  fillPeriodic<V>(consts.beta, channels, [&](int64_t c) { return channelBeta(a.beta, c); });
+  rowsNormalize<V>(a.x, a.y, l.elements(), channels, consts, a.relu, streamRows(l));
+}
+
+// ----------------------------------------------------------------- backward
+
+// sum(dy') and sum(dy' * (x - mean)) over rows [r0, r1) of `vectors` vectors
+// of channels from c0, in float. Plain values and a compile-time ReLU flag:
+// with the flag or the pointers behind references, GCC keeps the
+// accumulators in memory and the loop runs several times slower.
+template <class V, int vectors, class Relu>
+inline void blockGradientSums(Relu, const float* x, const float* dy, int64_t channels, int64_t r0, int64_t r1,
+                              int64_t c0, int64_t lastValid, const PeriodicAffine consts, float* sumDy,
+                              float* sumDyXc) {
+  using Reg = typename V::Reg;
+  constexpr int64_t L = V::kLanes;
+  constexpr int phases = kRowPhases<vectors>;
+  Reg meanV[vectors], scaleV[vectors], betaV[vectors], accDy[phases][vectors], accDyXc[phases][vectors];
+  for (int j = 0; j < vectors; ++j) {
+    meanV[j] = V::load(consts.mean + c0 + j * L);
+    scaleV[j] = V::load(consts.scale + c0 + j * L);
+    betaV[j] = V::load(consts.beta + c0 + j * L);
+    for (int p = 0; p < phases; ++p) accDy[p][j] = accDyXc[p][j] = V::zero();
+  }
+  forEachRowPhased<vectors>(r0, r1, [&](auto p, int64_t r) {
+    const float* xr = x + r * channels + c0;
+    const float* dyr = dy + r * channels + c0;
+    for (int j = 0; j < vectors; ++j) {
+      const Reg xv = loadLane<V>(xr, j, vectors, lastValid, 0.0f);
+      const Reg dyv = maskedDy<V>(Relu::value, xv, loadLane<V>(dyr, j, vectors, lastValid, 0.0f), meanV[j],
+                                  scaleV[j], betaV[j]);
+      accDy[p][j] = V::add(accDy[p][j], dyv);
+      accDyXc[p][j] = V::fma(dyv, V::sub(xv, meanV[j]), accDyXc[p][j]);
     }
   });
-  rowsNormalize<V>(a.x, a.y, rows, channels, affineConsts, a.relu, streamRows<V>(l, a.y));
+  for (int j = 0; j < vectors; ++j) {
+    for (int p = 1; p < phases; ++p) {
+      accDy[0][j] = V::add(accDy[0][j], accDy[p][j]);
+      accDyXc[0][j] = V::add(accDyXc[0][j], accDyXc[p][j]);
+    }
+    V::store(sumDy + j * L, accDy[0][j]);
+    V::store(sumDyXc + j * L, accDyXc[0][j]);
+  }
+}
+
+template <class V, class Relu>
+void groupGradientSums(Relu relu, const BnBackwardArgs& a, const PeriodicAffine& consts, const RowGroups& groups,
+                       int64_t group, double* sumDy, double* sumDyXc) {
+  constexpr int64_t L = V::kLanes;
+  const int64_t channels = a.layout.channels, first = groups.begin(group);
+  forEachSubBlock(groups, first, groups.end(group), [&](int64_t r0, int64_t r1) {
+    forEachChannelBlock<V>(channels, [&](int64_t c0, auto vectorCount, int64_t lastValid) {
+      constexpr int vectors = decltype(vectorCount)::value;
+      alignas(64) float sums[2][4 * L];
+      blockGradientSums<V, vectors>(relu, a.x, a.dy, channels, r0, r1, c0, lastValid, consts, sums[0], sums[1]);
+      const int64_t width = (vectors - 1) * L + lastValid;
+      double* dy = sumDy + c0;
+      double* dyXc = sumDyXc + c0;
+      for (int64_t j = 0; j < width; ++j) {
+        dy[j] = (r0 == first ? 0.0 : dy[j]) + sums[0][j];
+        dyXc[j] = (r0 == first ? 0.0 : dyXc[j]) + sums[1][j];
+      }
+    });
+  });
 }
 
 template <class V>
 void backwardRows(const BnBackwardArgs& a) {
-  using Reg = typename V::Reg;
-  constexpr int64_t L = V::kLanes;
   const BnLayout& l = a.layout;
   const int64_t rows = l.perChannel(), channels = l.channels;
-  const RowChunks chunks(rows, channels);
-  // records[k * C + c] = {sum dy', sum dy' * (x - mean)} of chunk k
-  auto* records = static_cast<double*>(
-      scratchBytes(sizeof(double) * 2 * chunks.count * channels + sizeof(float) * 6 * channels + 64));
-  float* consts = reinterpret_cast<float*>(records + 2 * chunks.count * channels);
-  const ChannelAffine affineConsts = channelAffineScratch(consts, channels);
-  float* kArr = consts + 3 * channels;
-  float* bArr = consts + 4 * channels;
-  float* c0Arr = consts + 5 * channels;
-  for (int64_t c = 0; c < channels; ++c) {
-    affineConsts.mean[c] = a.mean[c];
-    affineConsts.scale[c] = channelScale(a.gamma, c, a.invstd[c]);
-    affineConsts.beta[c] = channelBeta(a.beta, c);
-  }
-  parallelForEach(0, chunks.count, kMinElementsPerThread / (chunks.rowsPerChunk * channels) + 1,
-                  [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) {
-      const int64_t r0 = chunks.begin(k), r1 = chunks.end(k);
-      forEachChannelBlock<V>(channels, [&](int64_t c0, auto vectorCount, int64_t lastValid) {
-        constexpr int vectors = decltype(vectorCount)::value;
-        Reg meanV[vectors], scaleV[vectors], betaV[vectors], accDy[vectors], accDyXc[vectors];
-        for (int j = 0; j < vectors; ++j) {
-          meanV[j] = loadLane<V>(affineConsts.mean + c0, j, vectors, lastValid, 0.0f);
-          scaleV[j] = loadLane<V>(affineConsts.scale + c0, j, vectors, lastValid, 0.0f);
-          betaV[j] = loadLane<V>(affineConsts.beta + c0, j, vectors, lastValid, 0.0f);
-          accDy[j] = V::zero();
-          accDyXc[j] = V::zero();
-        }
-        for (int64_t r = r0; r < r1; ++r) {
-          const float* xr = a.x + r * channels + c0;
-          const float* dyr = a.dy + r * channels + c0;
-          for (int j = 0; j < vectors; ++j) {
-            const Reg xv = loadLane<V>(xr, j, vectors, lastValid, 0.0f);
-            const Reg dyv = maskedDy<V>(a.relu, xv, loadLane<V>(dyr, j, vectors, lastValid, 0.0f), meanV[j],
-                                        scaleV[j], betaV[j]);
-            accDy[j] = V::add(accDy[j], dyv);
-            accDyXc[j] = V::fma(dyv, V::sub(xv, meanV[j]), accDyXc[j]);
-          }
-        }
-        alignas(64) float sums[2][4 * L];
-        for (int j = 0; j < vectors; ++j) {
-          V::store(sums[0] + j * L, accDy[j]);
-          V::store(sums[1] + j * L, accDyXc[j]);
-        }
-        const int64_t width = (vectors - 1) * L + lastValid;
-        double* out = records + 2 * (k * channels + c0);
-        for (int64_t j = 0; j < width; ++j) {
-          out[2 * j] = sums[0][j];
-          out[2 * j + 1] = sums[1][j];
-        }
-      });
-    }
+  const RowGroups groups(rows, channels);
+  // records: group g's sum(dy') at [2g * C], its sum(dy' * (x - mean)) at [(2g + 1) * C].
+  double* records;
+  const PeriodicSlots slots = scratchWithSlots<V>(2 * channels * groups.count, 6, channels, a.dx, &records);
+  const PeriodicAffine consts = periodicAffine(slots);
+  float* kArr = slots.slot(3);
+  float* bArr = slots.slot(4);
+  float* c0Arr = slots.slot(5);
+  fillPeriodic<V>(consts.mean, channels, [&](int64_t c) { return a.mean[c]; });
+  fillPeriodic<V>(consts.scale, channels, [&](int64_t c) { return channelScale(a.gamma, c, a.invstd[c]); });
+  fillPeriodic<V>(consts.beta, channels, [&](int64_t c) { return channelBeta(a.beta, c); });
+  withFlag(a.relu, [&](auto relu) {
+    parallelForEach(0, groups.count, groups.grain(channels), [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        groupGradientSums<V>(relu, a, consts, groups, g, records + 2 * g * channels,
+                             records + (2 * g + 1) * channels);
+      }
+    });
   });
+  // Summed in group order: the same for any thread count.
+  double* sumDy = records;
+  double* sumDyXc = records + channels;
+  for (int64_t g = 1; g < groups.count; ++g) {
+    const double* dy = records + 2 * g * channels;
+    const double* dyXc = dy + channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      sumDy[c] += dy[c];
+      sumDyXc[c] += dyXc[c];
+    }
+  }
   const double count = static_cast<double>(rows);
   for (int64_t c = 0; c < channels; ++c) {
-    double sumDy = 0, sumDyXc = 0;
-    for (int64_t k = 0; k < chunks.count; ++k) {
-      sumDy += records[2 * (k * channels + c)];
-      sumDyXc += records[2 * (k * channels + c) + 1];
-    }
-    const GradCoefficients g = gradCoefficients(a, c, sumDy, sumDyXc, count);
+    const GradCoefficients g = gradCoefficients(a, c, sumDy[c], sumDyXc[c], count);
     kArr[c] = g.k;
     bArr[c] = g.b;
     c0Arr[c] = g.c0;
   }
   if (!a.dx) return;
-  const bool stream = streamRows<V>(l, a.dx);
-  parallelForEach(0, rows, kMinElementsPerThread / channels + 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = a.x + r * channels;
-      const float* dyr = a.dy + r * channels;
-      simd::mapStore<V>(a.dx + r * channels, channels, stream, [&](auto full, int64_t c, int64_t valid) {
-        const Reg xv = loadN<V>(full, xr + c, valid, 0.0f);
-        const Reg meanV = loadN<V>(full, affineConsts.mean + c, valid, 0.0f);
-        const Reg dyv = maskedDy<V>(a.relu, xv, loadN<V>(full, dyr + c, valid, 0.0f), meanV,
-                                    loadN<V>(full, affineConsts.scale + c, valid, 0.0f),
-                                    loadN<V>(full, affineConsts.beta + c, valid, 0.0f));
-        return V::fma(loadN<V>(full, kArr + c, valid, 0.0f), dyv,
-                      V::fma(loadN<V>(full, bArr + c, valid, 0.0f), V::sub(xv, meanV),
-                             loadN<V>(full, c0Arr + c, valid, 0.0f)));
-      });
-    }
-    if (stream) V::streamFence();
+  float* const gradientConstants[] = {kArr, bArr, c0Arr};
+  for (float* arr : gradientConstants) fillPeriodic<V>(arr, channels, [&](int64_t c) { return arr[c]; });
+  using Reg = typename V::Reg;
+  const float* x = a.x;
+  const float* dy = a.dy;
+  // Gathered per vector position: k, b, c0, mean, then scale and beta for the ReLU mask.
+  withFlag(a.relu, [&](auto reluFlag) {
+    constexpr bool relu = decltype(reluFlag)::value;
+    using Consts = ChannelRegs<V, relu ? 6 : 4>;
+    mapChannelsLast<V>(
+        a.dx, l.elements(), channels, streamRows(l),
+        [=](int64_t c) {
+          Consts k;
+          const float* from[] = {kArr, bArr, c0Arr, consts.mean, consts.scale, consts.beta};
+          for (int j = 0; j < (relu ? 6 : 4); ++j) k.v[j] = V::load(from[j] + c);
+          return k;
+        },
+        [=](auto full, int64_t i, int64_t valid, const Consts& k) {
+          const Reg xv = loadN<V>(full, x + i, valid, 0.0f);
+          Reg dyv = loadN<V>(full, dy + i, valid, 0.0f);
+          if constexpr (relu) dyv = V::selectPositive(affine<V>(xv, k.v[3], k.v[4], k.v[5]), dyv);
+          return V::fma(k.v[0], dyv, V::fma(k.v[1], V::sub(xv, k.v[3]), k.v[2]));
+        });
   });
 }
 
+// `consts` (per-channel, from the caller's scratch) is rebuilt here in
+// periodic form; asking for scratch again would invalidate it.
 template <class V>
-void forwardEvalRows(const BnForwardEvalArgs& a, const ChannelAffine& consts) {
+void forwardEvalRows(const BnForwardEvalArgs& a, const ChannelAffine&) {
   const BnLayout& l = a.layout;
-  rowsNormalize<V>(a.x, a.y, l.perChannel(), l.channels, consts, a.relu, streamRows<V>(l, a.y));
+  const int64_t channels = l.channels;
+  double* unused;
+  const PeriodicAffine consts = periodicAffine(scratchWithSlots<V>(0, 3, channels, a.y, &unused));
+  fillPeriodic<V>(consts.mean, channels, [&](int64_t c) { return a.mean[c]; });
+  fillPeriodic<V>(consts.scale, channels,
+                  [&](int64_t c) { return channelScale(a.gamma, c, invstdFromVariance(a.variance[c], a.eps)); });
+  fillPeriodic<V>(consts.beta, channels, [&](int64_t c) { return channelBeta(a.beta, c); });
+  rowsNormalize<V>(a.x, a.y, l.elements(), channels, consts, a.relu, streamRows(l));
 }
 
 }  // namespace
