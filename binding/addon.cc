@@ -7,6 +7,9 @@
 #include "threadpool.h"
 
 namespace bnkit::glue {
+
+void registerPool(Napi::Env env, Napi::Object exports);  // pool_glue.cc
+
 namespace {
 
 Napi::Value Isa(const Napi::CallbackInfo& info) {
@@ -51,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerBatchNorm(env, exports);
   registerNn(env, exports);
   registerBench(env, exports);
+  registerPool(env, exports);
   return exports;
 }
 

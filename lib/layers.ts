@@ -294,16 +294,44 @@ export class Sigmoid extends Activation {
   }
 }
 
-/** Max pooling over k x k windows (stride defaults to k, no padding, floor mode), NCHW. */
+/** Uint8 companion buffers (pooling window codes), kept like TensorCache keeps tensors. */
+export class ByteCache {
+  private readonly kept: Uint8Array[] = [];
+
+  get(length: number): Uint8Array {
+    const at = this.kept.findIndex((a) => a.length === length);
+    if (at >= 0) {
+      const a = this.kept[at];
+      if (at !== 0) {
+        this.kept.splice(at, 1);
+        this.kept.unshift(a);
+      }
+      return a;
+    }
+    const a = new Uint8Array(length);
+    this.kept.unshift(a);
+    if (this.kept.length > 3) this.kept.pop();
+    return a;
+  }
+}
+
+/**
+ * Max pooling over k x k windows (stride defaults to k, no padding, floor mode), NCHW.
+ * The common 2x2 / stride 2 case records one byte per output (which of the
+ * four inputs won) instead of a 32-bit index, and its backward writes dx in
+ * one dense pass instead of zero-filling and scattering.
+ */
 export class MaxPool2d extends Module implements ConfigurableLayer {
   readonly kernelSize: number;
   readonly stride: number;
   private readonly out = new TensorCache();
   private readonly inGrad = new TensorCache();
   private readonly indices = new IndexCache();
+  private readonly windows = new ByteCache();
   private input: Tensor | null = null;
   private output: Tensor | null = null;
   private argmax: Int32Array | null = null;
+  private window: Uint8Array | null = null;
 
   constructor(kernelSize: number, stride?: number) {
     super();
@@ -320,11 +348,17 @@ export class MaxPool2d extends Module implements ConfigurableLayer {
     const oh = Math.floor((h - k) / this.stride) + 1;
     const ow = Math.floor((w - k) / this.stride) + 1;
     const y = this.out.get(n, c, oh, ow);
-    const argmax = this.indices.get(y.data.length);
-    native.maxPool2dForward(x.data, n, c, h, w, k, this.stride, y.data, argmax);
+    if (k === 2 && this.stride === 2) {
+      const window = (this.window = this.windows.get(y.data.length));
+      native.maxPool2x2Forward(x.data, n, c, h, w, y.data, window);
+      this.argmax = null;
+    } else {
+      const argmax = (this.argmax = this.indices.get(y.data.length));
+      native.maxPool2dForward(x.data, n, c, h, w, k, this.stride, y.data, argmax);
+      this.window = null;
+    }
     this.input = x;
     this.output = y;
-    this.argmax = argmax;
     return y;
   }
 
@@ -335,7 +369,11 @@ export class MaxPool2d extends Module implements ConfigurableLayer {
     if (!needInputGrad) return NOT_COMPUTED;
     const [n, c, h, w] = x.shape;
     const dx = this.inGrad.get(n, c, h, w);
-    native.maxPool2dBackward(dy.data, this.argmax!, dx.data);
+    if (this.window) {
+      native.maxPool2x2Backward(dy.data, this.window, n, c, h, w, dx.data);
+    } else {
+      native.maxPool2dBackward(dy.data, this.argmax!, dx.data);
+    }
     return dx;
   }
 

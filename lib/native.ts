@@ -98,6 +98,45 @@ export interface NativeAddon {
   ): void;
   /** dx is overwritten: zeros, then dy[i] added at argmax[i] (each index checked against dx). */
   maxPool2dBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): void;
+  /**
+   * 2x2 max pooling, stride 2, floor mode: y [batch,channels,H/2,W/2], window[i] = 2*ky + kx of
+   * the maximum (first one on ties; NaN wins): the same choices as maxPool2dForward.
+   */
+  maxPool2x2Forward(
+    x: Float32Array, batch: number, channels: number, H: number, W: number, y: Float32Array, window: Uint8Array,
+  ): void;
+  /** dx [batch,channels,H,W] overwritten: dy[i] at the input window[i] names, zeros elsewhere (codes >= 4: none). */
+  maxPool2x2Backward(
+    dy: Float32Array, window: Uint8Array, batch: number, channels: number, H: number, W: number, dx: Float32Array,
+  ): void;
+  /**
+   * BatchNorm2d (NCHW, batch statistics) + optional ReLU + maxPool2x2 in one kernel: writes only
+   * pooled-size arrays [batch,channels,H/2,W/2]: pooled, window (codes as maxPool2x2Forward; >= 4
+   * where the ReLU clipped the maximum) and picked (x at each maximum, for backward).
+   * saveMean/saveInvstd and the running stats as batchNormForwardTrain.
+   */
+  batchNormMaxPoolForwardTrain(
+    x: Float32Array, pooled: Float32Array, window: Uint8Array, picked: Float32Array, batch: number, channels: number,
+    H: number, W: number, gamma: Float32Array | null, beta: Float32Array | null, eps: number, relu: boolean,
+    saveMean: Float32Array, saveInvstd: Float32Array,
+    runningMean: Float32Array | null, runningVar: Float32Array | null, momentumFactor: number,
+  ): void;
+  /** The eval-mode (running statistics) counterpart of batchNormMaxPoolForwardTrain. */
+  batchNormMaxPoolForwardEval(
+    x: Float32Array, pooled: Float32Array, window: Uint8Array, picked: Float32Array, batch: number, channels: number,
+    H: number, W: number, runningMean: Float32Array, runningVar: Float32Array, gamma: Float32Array | null,
+    beta: Float32Array | null, eps: number, relu: boolean,
+  ): void;
+  /**
+   * Backward of the fused op from the pooled gradient dy, given the forward's window and picked;
+   * dx (may be null), dgamma, dbeta overwritten.
+   */
+  batchNormMaxPoolBackward(
+    x: Float32Array, dy: Float32Array, dx: Float32Array | null, window: Uint8Array, picked: Float32Array,
+    batch: number, channels: number, H: number, W: number, mean: Float32Array, invstd: Float32Array,
+    gamma: Float32Array | null, beta: Float32Array | null, relu: boolean, batchStatistics: boolean,
+    dgamma: Float32Array | null, dbeta: Float32Array | null,
+  ): void;
   /** y = max(0, x) (NaN stays NaN); y may be x. */
   reluForward(x: Float32Array, y: Float32Array): void;
   /** dx = dy where y > 0, else 0; dx may be dy. */

@@ -8,6 +8,7 @@ import { Linear, Conv2d, ReLU, Sigmoid, MaxPool2d, Flatten, Dropout, type LayerC
 import { Rng } from './init';
 import { encodeModelFile, decodeModelFile, writeFileAtomic, ModelFileError } from './model-file';
 import { sameShape } from './reuse';
+import { BatchNormMaxPool2d } from './fused-pool';
 
 /** Name -> tensor, in PyTorch's state_dict order. Tensors share memory with the model. */
 export type StateDict = Record<string, Tensor>;
@@ -26,6 +27,44 @@ function isBatchNorm(m: Module): m is AnyBatchNorm {
 
 const NOT_COMPUTED = new Tensor(new Float32Array(0), [0]);
 
+/**
+ * One unit of Sequential's work: layers first..last (inclusive) run as one.
+ * A BatchNorm with fused ReLU absorbs the ReLU after it, and a BatchNorm2d
+ * (+ ReLU) followed by MaxPool2d(2) runs as one native kernel. Exposed for
+ * profiling (bench/mnist.mjs times each step).
+ */
+export interface SequentialStep {
+  readonly first: number;
+  readonly last: number;
+  forward(x: Tensor): Tensor;
+  backward(dy: Tensor, needInputGrad: boolean): Tensor;
+}
+
+function layerStep(layer: Module, first: number, last: number): SequentialStep {
+  return {
+    first, last,
+    forward: (x) => layer.forward(x),
+    backward: (dy, needInputGrad) => (layer.backward as (dy: Tensor, needDx: boolean) => Tensor)(dy, needInputGrad),
+  };
+}
+
+function planSteps(layers: readonly Module[], skip: readonly boolean[]): SequentialStep[] {
+  const steps: SequentialStep[] = [];
+  for (let i = 0; i < layers.length; ) {
+    let end = i + 1;
+    while (end < layers.length && skip[end]) end++;
+    if (end < layers.length && BatchNormMaxPool2d.applies(layers[i], layers[end])) {
+      const fused = new BatchNormMaxPool2d(layers[i] as BatchNorm2d, layers[end] as MaxPool2d);
+      steps.push({ first: i, last: end, forward: (x) => fused.forward(x), backward: (dy, need) => fused.backward(dy, need) });
+      i = end + 1;
+    } else {
+      steps.push(layerStep(layers[i], i, end - 1));
+      i = end;
+    }
+  }
+  return steps;
+}
+
 /** Applies layers in order; backward runs them in reverse. */
 export class Sequential extends Module {
   readonly layers: readonly Module[];
@@ -33,6 +72,7 @@ export class Sequential extends Module {
   metadata: Record<string, unknown> = {};
   /** skip[i]: layer i is a ReLU right after a BatchNorm that already applies ReLU (fused). */
   private readonly skip: boolean[];
+  private readonly plan: readonly SequentialStep[];
   private readonly firstTrainable: number;
   private readonly namedParameters: Parameter[];
 
@@ -44,6 +84,7 @@ export class Sequential extends Module {
     });
     this.layers = Object.freeze([...layers]);
     this.skip = layers.map((layer, i) => layer instanceof ReLU && i > 0 && isBatchNorm(layers[i - 1]) && (layers[i - 1] as AnyBatchNorm).relu);
+    this.plan = Object.freeze(planSteps(this.layers, this.skip));
     const first = layers.findIndex((l) => l.parameters().length > 0);
     this.firstTrainable = first < 0 ? layers.length : first;
     this.namedParameters = [];
@@ -54,10 +95,8 @@ export class Sequential extends Module {
 
   forward(x: Tensor): Tensor {
     assertTensor(x, 'input');
-    const layers = this.layers;
-    for (let i = 0; i < layers.length; i++) {
-      if (!this.skip[i]) x = layers[i].forward(x);
-    }
+    const plan = this.plan;
+    for (let i = 0; i < plan.length; i++) x = plan[i].forward(x);
     return x;
   }
 
@@ -69,14 +108,17 @@ export class Sequential extends Module {
    */
   backward(dy: Tensor, needInputGrad = true): Tensor {
     assertTensor(dy, 'dy');
-    const layers = this.layers;
+    const plan = this.plan;
     const stop = needInputGrad ? 0 : this.firstTrainable;
-    for (let i = layers.length - 1; i >= stop; i--) {
-      if (this.skip[i]) continue;
-      const needDx = needInputGrad || i > this.firstTrainable;
-      dy = (layers[i].backward as (dy: Tensor, needDx: boolean) => Tensor)(dy, needDx);
+    for (let s = plan.length - 1; s >= 0 && plan[s].first >= stop; s--) {
+      dy = plan[s].backward(dy, needInputGrad || plan[s].first > this.firstTrainable);
     }
     return needInputGrad ? dy : NOT_COMPUTED;
+  }
+
+  /** How forward/backward group the layers (see SequentialStep). */
+  steps(): readonly SequentialStep[] {
+    return this.plan;
   }
 
   override train(mode = true): this {
@@ -199,7 +241,9 @@ export class Sequential extends Module {
   override toString(): string {
     const lines = this.layers.map((l, i) => {
       const text = isBatchNorm(l) ? `${l.constructor.name}(${l.numFeatures}${l.relu ? ', relu' : ''})` : String(l);
-      return `  (${i}) ${text.split('\n').join('\n  ')}${this.skip[i] ? '  [fused into the BatchNorm above]' : ''}`;
+      const pooled = !this.skip[i] && this.plan.some((step) => step.last === i && step.first < i);
+      const note = this.skip[i] ? '  [fused into the BatchNorm above]' : pooled ? '  [fused with the BatchNorm above]' : '';
+      return `  (${i}) ${text.split('\n').join('\n  ')}${note}`;
     });
     return `Sequential(\n${lines.join('\n')}\n)`;
   }

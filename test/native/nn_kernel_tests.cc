@@ -285,6 +285,104 @@ void testDeterminism(const KernelTable& k) {
 
 }  // namespace
 
+// 2x2 pooling with window codes against the int32 kernel (same choices), and
+// BatchNorm2d (+ ReLU) + pooling fused against the two unfused kernels: the
+// forward bit for bit, gradients to float rounding.
+void testPooling2x2(const KernelTable& k) {
+  const std::string isa = isaName(k.isa);
+  const ElementwiseKernels& e = k.elementwise;
+  // {batch, channels, H, W}: MNIST's planes, odd sizes, one long row (pieces of a row).
+  for (const auto& g : std::vector<std::array<int64_t, 4>>{
+           {4, 8, 28, 28}, {3, 21, 14, 14}, {2, 3, 5, 7}, {1, 2, 2, 2}, {2, 1, 3, 2101}, {1, 1, 70, 70}}) {
+    MaxPoolShape s;
+    s.planes = g[0] * g[1]; s.H = g[2]; s.W = g[3]; s.kernel = 2; s.stride = 2;
+    const int64_t inN = s.planes * s.H * s.W, outN = s.planes * s.outH() * s.outW();
+    const std::string name = isa + " pool2x2 " + std::to_string(g[0]) + "x" + std::to_string(g[1]) + "x" +
+                             std::to_string(g[2]) + "x" + std::to_string(g[3]);
+    auto x = random(inN);
+    for (int64_t i = 0; i < inN; i += 5) x[i] = x[i + 1 < inN ? i + 1 : i];  // ties
+    for (int64_t i = 3; i < inN; i += 97) x[i] = NAN;
+    std::vector<float> y(outN), y32(outN), dy = random(outN), dx(inN, NAN), dx32(inN);
+    std::vector<int32_t> arg(outN);
+    std::vector<uint8_t> code(outN);
+    e.maxPool2x2Forward(s, x.data(), y.data(), code.data());
+    e.maxPool2dForward(s, x.data(), y32.data(), arg.data());
+    bool ok = true;
+    for (int64_t o = 0; o < outN; ++o) {
+      const int64_t at = arg[o] % (s.H * s.W);
+      ok &= code[o] == 2 * ((at / s.W) % 2) + (at % s.W) % 2;
+      ok &= std::memcmp(&y[o], &y32[o], sizeof(float)) == 0;
+    }
+    check(ok, name + " forward = int32 kernel");
+    e.maxPool2x2Backward(s, dy.data(), code.data(), dx.data());
+    e.maxPool2dBackward(dy.data(), arg.data(), outN, dx32.data(), inN);
+    check(dx == dx32, name + " backward = int32 kernel");
+
+    // Fused batch norm + ReLU + pooling, train and eval, with and without ReLU.
+    const int64_t C = g[1];
+    BnLayout l;
+    l.batch = g[0]; l.channels = C; l.spatial = s.H * s.W;
+    const auto xb = random(inN, -2.0f, 3.0f), gamma = random(C, 0.5f, 1.5f), beta = random(C, -0.5f, 0.5f);
+    const auto dp = random(outN);
+    for (bool train : {true, false}) {
+      for (bool relu : {true, false}) {
+        if (train && l.perChannel() <= 1) continue;
+        std::vector<float> mean(C), invstd(C), full(inN), pooled(outN), pooledRef(outN), picked(outN);
+        std::vector<float> runMean = random(C, -0.2f, 0.2f), runVar = random(C, 0.5f, 2.0f);
+        std::vector<double> variance(C);
+        std::vector<uint8_t> window(outN);
+        BnPoolForwardTrainArgs ft;
+        ft.bn.layout = l; ft.bn.x = xb.data(); ft.bn.gamma = gamma.data(); ft.bn.beta = beta.data(); ft.bn.relu = relu;
+        ft.bn.saveMean = mean.data(); ft.bn.saveInvstd = invstd.data(); ft.bn.batchVariance = variance.data();
+        ft.shape.H = s.H; ft.shape.W = s.W; ft.pooled = pooled.data(); ft.window = window.data(); ft.picked = picked.data();
+        BnPoolForwardEvalArgs fe;
+        fe.bn.layout = l; fe.bn.x = xb.data(); fe.bn.mean = runMean.data(); fe.bn.variance = runVar.data();
+        fe.bn.gamma = gamma.data(); fe.bn.beta = beta.data(); fe.bn.relu = relu;
+        fe.shape = ft.shape; fe.pooled = pooled.data(); fe.window = window.data(); fe.picked = picked.data();
+        if (train) {
+          k.batchNorm.forwardTrainPool(ft);
+          BnForwardTrainArgs plain = ft.bn;
+          std::vector<float> m2(C), i2(C);
+          plain.y = full.data(); plain.saveMean = m2.data(); plain.saveInvstd = i2.data();
+          k.batchNorm.forwardTrain(plain);
+        } else {
+          k.batchNorm.forwardEvalPool(fe);
+          BnForwardEvalArgs plain = fe.bn;
+          plain.y = full.data();
+          k.batchNorm.forwardEval(plain);
+          for (int64_t c = 0; c < C; ++c) {
+            mean[c] = runMean[c];
+            invstd[c] = static_cast<float>(1.0 / std::sqrt(double(runVar[c]) + double(1e-5f)));
+          }
+        }
+        e.maxPool2dForward(s, full.data(), pooledRef.data(), arg.data());
+        bool same = std::memcmp(pooled.data(), pooledRef.data(), sizeof(float) * outN) == 0;
+        for (int64_t o = 0; o < outN; ++o) {
+          const bool active = !relu || pooledRef[o] > 0;
+          same &= (window[o] < 4) == active;
+          if (active) same &= picked[o] == xb[arg[o]];
+        }
+        const std::string what = name + (train ? " train" : " eval") + (relu ? " relu" : "");
+        check(same, what + " fused forward = unfused");
+
+        std::vector<float> dxF(inN, NAN), dxU(inN), dyFull(inN), dgF(C), dbF(C), dgU(C), dbU(C);
+        BnPoolBackwardArgs bp;
+        bp.bn.layout = l; bp.bn.x = xb.data(); bp.bn.dy = dp.data(); bp.bn.dx = dxF.data(); bp.bn.mean = mean.data();
+        bp.bn.invstd = invstd.data(); bp.bn.gamma = gamma.data(); bp.bn.beta = beta.data(); bp.bn.relu = relu;
+        bp.bn.batchStatistics = train; bp.bn.dgamma = dgF.data(); bp.bn.dbeta = dbF.data();
+        bp.shape = ft.shape; bp.window = window.data(); bp.picked = picked.data();
+        k.batchNorm.backwardPool(bp);
+        e.maxPool2dBackward(dp.data(), arg.data(), outN, dyFull.data(), inN);
+        BnBackwardArgs bu = bp.bn;
+        bu.dy = dyFull.data(); bu.dx = dxU.data(); bu.dgamma = dgU.data(); bu.dbeta = dbU.data();
+        k.batchNorm.backward(bu);
+        check(maxRelError(dxF, dxU) < 1e-5 && maxRelError(dgF, dgU) < 1e-4 && maxRelError(dbF, dbU) < 1e-4,
+              what + " fused backward = unfused");
+      }
+    }
+  }
+}
+
 int main() {
   int tables = 0;
   const int initialThreads = numThreads();
@@ -314,6 +412,7 @@ int main() {
         testConv(*k, s);
       }
       testElementwise(*k);
+      testPooling2x2(*k);
     }
     testDeterminism(*k);
   }

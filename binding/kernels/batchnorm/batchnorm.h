@@ -59,10 +59,48 @@ struct BnBackwardArgs {
   float* dbeta = nullptr;           // [C], overwritten; may be nullptr
 };
 
+// BatchNorm2d (+ optional ReLU) followed by MaxPool2d(2) on NCHW, fused
+// (batchnorm_pool.h): only pooled-size arrays [N, C, H/2, W/2] (floor) are
+// written: the output, a window code per output (2 * ky + kx of the maximum;
+// >= 4 when the ReLU clipped it, so no gradient flows) and `picked`, the input
+// x at each maximum, which backward's sums need. bn.layout is the planar
+// input [N, C, H * W]; bn.y is unused, bn.dy is the pooled gradient.
+struct BnPoolShape {
+  int64_t H = 0, W = 0;
+  int64_t outH() const { return H / 2; }
+  int64_t outW() const { return W / 2; }
+};
+
+struct BnPoolForwardTrainArgs {
+  BnForwardTrainArgs bn;
+  BnPoolShape shape;
+  float* pooled = nullptr;
+  uint8_t* window = nullptr;
+  float* picked = nullptr;
+};
+
+struct BnPoolForwardEvalArgs {
+  BnForwardEvalArgs bn;
+  BnPoolShape shape;
+  float* pooled = nullptr;
+  uint8_t* window = nullptr;
+  float* picked = nullptr;
+};
+
+struct BnPoolBackwardArgs {
+  BnBackwardArgs bn;  // bn.dy: gradient of the pooled output
+  BnPoolShape shape;
+  const uint8_t* window = nullptr;
+  const float* picked = nullptr;
+};
+
 struct BatchNormKernels {
   void (*forwardTrain)(const BnForwardTrainArgs& args);
   void (*forwardEval)(const BnForwardEvalArgs& args);
   void (*backward)(const BnBackwardArgs& args);
+  void (*forwardTrainPool)(const BnPoolForwardTrainArgs& args);
+  void (*forwardEvalPool)(const BnPoolForwardEvalArgs& args);
+  void (*backwardPool)(const BnPoolBackwardArgs& args);
 };
 
 extern const BatchNormKernels kBatchNormScalar;

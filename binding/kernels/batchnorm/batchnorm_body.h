@@ -7,6 +7,7 @@
 
 #include "../scratch.h"
 #include "batchnorm_planar.h"
+#include "batchnorm_pool.h"
 #include "batchnorm_rows.h"
 
 namespace bnkit {
@@ -49,7 +50,8 @@ void backward(const BnBackwardArgs& a) {
 
 template <class V>
 constexpr BatchNormKernels batchNormKernels() {
-  return BatchNormKernels{&forwardTrain<V>, &forwardEval<V>, &backward<V>};
+  return BatchNormKernels{&forwardTrain<V>,     &forwardEval<V>,     &backward<V>,
+                          &forwardTrainPool<V>, &forwardEvalPool<V>, &backwardPool<V>};
 }
 
 }  // namespace

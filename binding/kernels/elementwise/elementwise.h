@@ -53,6 +53,13 @@ struct ElementwiseKernels {
   void (*maxPool2dForward)(const MaxPoolShape& s, const float* x, float* y, int32_t* argmax);
   // dx (dxLength floats) is overwritten: zeros plus dy scattered at argmax.
   void (*maxPool2dBackward)(const float* dy, const int32_t* argmax, int64_t n, float* dx, int64_t dxLength);
+  // The common 2x2 / stride 2 case (s.kernel and s.stride are ignored) with a
+  // byte per output instead of an index: window[i] = 2 * ky + kx of the
+  // maximum, with the same ties and NaN rule as maxPool2dForward.
+  void (*maxPool2x2Forward)(const MaxPoolShape& s, const float* x, float* y, uint8_t* window);
+  // dx (planes * H * W floats) is overwritten: dy[i] at the input window[i]
+  // names, zeros elsewhere. Codes >= 4 pass no gradient.
+  void (*maxPool2x2Backward)(const MaxPoolShape& s, const float* dy, const uint8_t* window, float* dx);
   // Returns the mean loss over the batch; probs gets the softmax.
   double (*softmaxCrossEntropyForward)(const float* logits, int64_t batch, int64_t classes, Labels labels,
                                        float* probs);

@@ -13,6 +13,7 @@
 #include "../simd/vector_loop.h"
 #include "../threadpool.h"
 #include "elementwise.h"
+#include "maxpool2x2.h"
 
 namespace bnkit {
 namespace {
@@ -205,6 +206,38 @@ void maxPool2dBackward(const float* dy, const int32_t* argmax, int64_t n, float*
   });
 }
 
+// Planes are independent and each output is written by exactly one of them,
+// so any split over threads gives the same bits.
+template <class V>
+void maxPool2x2Forward(const MaxPoolShape& s, const float* x, float* y, uint8_t* window) {
+  const int64_t oH = s.H / 2, oW = s.W / 2, inPlane = s.H * s.W, outPlane = oH * oW;
+  parallelForEach(0, s.planes, 1 + kElementwiseGrain / (inPlane + 1), [&](int64_t lo, int64_t hi) {
+    float top[2 * kPoolBlock], bottom[2 * kPoolBlock];
+    forEachPoolPiece(hi - lo, oH, oW, [&](const PoolPiece& p) {
+      gatherPoolRows<V>(x + lo * inPlane, inPlane, s.W, p, top, bottom);
+      const int64_t o = (lo + p.plane) * outPlane + p.oy * oW + p.ox;
+      poolPairs<false>(top, bottom, p.outputs(), y + o, window + o);
+    });
+  });
+}
+
+// dx is written once, densely: no zero fill followed by a scatter.
+template <class V>
+void maxPool2x2Backward(const MaxPoolShape& s, const float* dy, const uint8_t* window, float* dx) {
+  const int64_t oH = s.H / 2, oW = s.W / 2, inPlane = s.H * s.W, outPlane = oH * oW;
+  parallelForEach(0, s.planes, 1 + kElementwiseGrain / (inPlane + 1), [&](int64_t lo, int64_t hi) {
+    float top[2 * kPoolBlock], bottom[2 * kPoolBlock];
+    forEachPoolPiece(hi - lo, oH, oW, [&](const PoolPiece& p) {
+      const int64_t o = (lo + p.plane) * outPlane + p.oy * oW + p.ox;
+      unpoolPairs(dy + o, window + o, p.outputs(), top, bottom);
+      scatterPoolRows<V>(top, bottom, inPlane, s.W, p, dx + lo * inPlane);
+    });
+    for (int64_t plane = lo; plane < hi; ++plane) {
+      forEachUncovered(s.H, s.W, [&](int64_t at, int64_t n) { std::memset(dx + plane * inPlane + at, 0, sizeof(float) * n); });
+    }
+  });
+}
+
 template <class V>
 double softmaxCrossEntropyForward(const float* logits, int64_t batch, int64_t classes, Labels labels, float* probs) {
   double total = 0;
@@ -307,6 +340,8 @@ constexpr ElementwiseKernels elementwiseKernels() {
                             &sigmoidBackward<V>,
                             &maxPool2dForward<V>,
                             &maxPool2dBackward<V>,
+                            &maxPool2x2Forward<V>,
+                            &maxPool2x2Backward<V>,
                             &softmaxCrossEntropyForward<V>,
                             &softmaxCrossEntropyBackward<V>,
                             &addColumnSums<V>,

@@ -1,0 +1,202 @@
+// Node-API entry points for 2x2 / stride-2 max pooling with window codes (a
+// byte per output) and for BatchNorm2d (+ ReLU) fused with that pooling.
+// Arguments are positional (lib/ names them) and checked here: sizes,
+// lengths, eps, momentum; window codes need no check (every byte value has a
+// defined meaning: codes >= 4 pass no gradient).
+#include <string>
+#include <vector>
+
+#include "dispatch.h"
+#include "glue.h"
+
+namespace bnkit::glue {
+namespace {
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+uint8_t* bytes(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
+  const Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throwType(info.Env(), std::string(name) + " must be a Uint8Array, got " + describe(v));
+  }
+  auto array = v.As<Napi::Uint8Array>();
+  if (static_cast<int64_t>(array.ElementLength()) != length) {
+    throwRange(info.Env(), std::string(name) + " has " + str(array.ElementLength()) + " elements, expected " +
+                               str(length));
+  }
+  return array.Data();
+}
+
+// batch, channels, H, W at info[first..first+3]; H and W must hold one window.
+struct PoolGeometry {
+  int64_t batch, channels, H, W;
+  int64_t inLength() const { return batch * channels * H * W; }
+  int64_t outLength() const { return batch * channels * (H / 2) * (W / 2); }
+  std::string in(const char* name) const {
+    return std::string(name) + " [" + str(batch) + ", " + str(channels) + ", " + str(H) + ", " + str(W) + "]";
+  }
+  std::string out(const char* name) const {
+    return std::string(name) + " [" + str(batch) + ", " + str(channels) + ", " + str(H / 2) + ", " + str(W / 2) + "]";
+  }
+};
+
+PoolGeometry geometryArg(const Napi::CallbackInfo& info, size_t first) {
+  PoolGeometry g{size(info, first, "batch"), size(info, first + 1, "channels"), size(info, first + 2, "H"),
+                 size(info, first + 3, "W")};
+  product(info.Env(), {g.batch, g.channels, g.H, g.W});
+  if (g.H < 2 || g.W < 2) {
+    throwRange(info.Env(), "2x2 max pooling needs H and W >= 2, got " + str(g.H) + "x" + str(g.W));
+  }
+  return g;
+}
+
+MaxPoolShape poolShape(const PoolGeometry& g) {
+  MaxPoolShape s;
+  s.planes = g.batch * g.channels;
+  s.H = g.H;
+  s.W = g.W;
+  s.kernel = 2;
+  s.stride = 2;
+  return s;
+}
+
+// (x, batch, channels, H, W, y, window)
+Napi::Value MaxPool2x2Forward(const Napi::CallbackInfo& info) {
+  const PoolGeometry g = geometryArg(info, 1);
+  const float* x = floats(info, 0, g.in("x").c_str(), g.inLength());
+  float* y = floats(info, 5, g.out("y").c_str(), g.outLength());
+  uint8_t* window = bytes(info, 6, g.out("window").c_str(), g.outLength());
+  activeKernels().elementwise.maxPool2x2Forward(poolShape(g), x, y, window);
+  return info.Env().Undefined();
+}
+
+// (dy, window, batch, channels, H, W, dx)
+Napi::Value MaxPool2x2Backward(const Napi::CallbackInfo& info) {
+  const PoolGeometry g = geometryArg(info, 2);
+  const float* dy = floats(info, 0, g.out("dy").c_str(), g.outLength());
+  const uint8_t* window = bytes(info, 1, g.out("window").c_str(), g.outLength());
+  float* dx = floats(info, 6, g.in("dx").c_str(), g.inLength());
+  activeKernels().elementwise.maxPool2x2Backward(poolShape(g), dy, window, dx);
+  return info.Env().Undefined();
+}
+
+BnLayout planarLayout(const PoolGeometry& g) {
+  BnLayout l;
+  l.batch = g.batch;
+  l.channels = g.channels;
+  l.spatial = g.H * g.W;
+  l.channelsLast = false;
+  return l;
+}
+
+float epsArg(const Napi::CallbackInfo& info, size_t i) {
+  const double eps = number(info, i, "eps");
+  if (!(eps > 0)) throwRange(info.Env(), "eps must be > 0, got " + std::to_string(eps));
+  return static_cast<float>(eps);
+}
+
+// (x, pooled, window, picked, batch, channels, H, W, gamma, beta, eps, relu,
+//  saveMean, saveInvstd, runningMean, runningVar, factor)
+Napi::Value BatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
+  const PoolGeometry g = geometryArg(info, 4);
+  BnPoolForwardTrainArgs p;
+  BnForwardTrainArgs& a = p.bn;
+  a.layout = planarLayout(g);
+  const int64_t c = g.channels;
+  if (a.layout.perChannel() <= 1) {
+    throwRange(info.Env(), "Expected more than 1 value per channel when training, got input of shape " +
+                               g.in("x").substr(2));
+  }
+  a.x = floats(info, 0, g.in("x").c_str(), g.inLength());
+  p.pooled = floats(info, 1, g.out("pooled").c_str(), g.outLength());
+  p.window = bytes(info, 2, g.out("window").c_str(), g.outLength());
+  p.picked = floats(info, 3, g.out("picked").c_str(), g.outLength());
+  a.gamma = optionalFloats(info, 8, "gamma", c);
+  a.beta = optionalFloats(info, 9, "beta", c);
+  a.eps = epsArg(info, 10);
+  a.relu = flag(info, 11, "relu");
+  a.saveMean = floats(info, 12, "saveMean", c);
+  a.saveInvstd = floats(info, 13, "saveInvstd", c);
+  float* runningMean = optionalFloats(info, 14, "runningMean", c);
+  float* runningVar = optionalFloats(info, 15, "runningVar", c);
+  const double factor = number(info, 16, "momentum");
+  if (factor < 0 || factor > 1) throwRange(info.Env(), "momentum must be in [0, 1], got " + std::to_string(factor));
+  thread_local std::vector<double> variance;
+  variance.resize(static_cast<size_t>(c));
+  a.batchVariance = variance.data();
+  p.shape.H = g.H;
+  p.shape.W = g.W;
+  activeKernels().batchNorm.forwardTrainPool(p);
+  if (runningMean || runningVar) updateRunningStats(a, static_cast<float>(factor), runningMean, runningVar);
+  return info.Env().Undefined();
+}
+
+// (x, pooled, window, picked, batch, channels, H, W, runningMean, runningVar, gamma, beta, eps, relu)
+Napi::Value BatchNormMaxPoolForwardEval(const Napi::CallbackInfo& info) {
+  const PoolGeometry g = geometryArg(info, 4);
+  BnPoolForwardEvalArgs p;
+  BnForwardEvalArgs& a = p.bn;
+  a.layout = planarLayout(g);
+  const int64_t c = g.channels;
+  a.x = floats(info, 0, g.in("x").c_str(), g.inLength());
+  p.pooled = floats(info, 1, g.out("pooled").c_str(), g.outLength());
+  p.window = bytes(info, 2, g.out("window").c_str(), g.outLength());
+  p.picked = floats(info, 3, g.out("picked").c_str(), g.outLength());
+  a.mean = floats(info, 8, "runningMean", c);
+  a.variance = floats(info, 9, "runningVar", c);
+  a.gamma = optionalFloats(info, 10, "gamma", c);
+  a.beta = optionalFloats(info, 11, "beta", c);
+  a.eps = epsArg(info, 12);
+  a.relu = flag(info, 13, "relu");
+  for (int64_t i = 0; i < c; ++i) {
+    if (!(a.variance[i] >= 0)) {
+      throwRange(info.Env(), "runningVar[" + str(i) + "] must be >= 0, got " + std::to_string(a.variance[i]));
+    }
+  }
+  p.shape.H = g.H;
+  p.shape.W = g.W;
+  activeKernels().batchNorm.forwardEvalPool(p);
+  return info.Env().Undefined();
+}
+
+// (x, dy, dx, window, picked, batch, channels, H, W, mean, invstd, gamma, beta,
+//  relu, batchStatistics, dgamma, dbeta)
+Napi::Value BatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
+  const PoolGeometry g = geometryArg(info, 5);
+  BnPoolBackwardArgs p;
+  BnBackwardArgs& a = p.bn;
+  a.layout = planarLayout(g);
+  const int64_t c = g.channels;
+  a.x = floats(info, 0, g.in("x").c_str(), g.inLength());
+  a.dy = floats(info, 1, g.out("dy").c_str(), g.outLength());
+  a.dx = optionalFloats(info, 2, g.in("dx").c_str(), g.inLength());
+  p.window = bytes(info, 3, g.out("window").c_str(), g.outLength());
+  p.picked = floats(info, 4, g.out("picked").c_str(), g.outLength());
+  a.mean = floats(info, 9, "mean", c);
+  a.invstd = floats(info, 10, "invstd", c);
+  a.gamma = optionalFloats(info, 11, "gamma", c);
+  a.beta = optionalFloats(info, 12, "beta", c);
+  a.relu = flag(info, 13, "relu");
+  a.batchStatistics = flag(info, 14, "batchStatistics");
+  a.dgamma = optionalFloats(info, 15, "dgamma", c);
+  a.dbeta = optionalFloats(info, 16, "dbeta", c);
+  p.shape.H = g.H;
+  p.shape.W = g.W;
+  activeKernels().batchNorm.backwardPool(p);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void registerPool(Napi::Env env, Napi::Object exports) {
+  const auto add = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
+    exports.Set(name, Napi::Function::New(env, fn, name));
+  };
+  add("maxPool2x2Forward", MaxPool2x2Forward);
+  add("maxPool2x2Backward", MaxPool2x2Backward);
+  add("batchNormMaxPoolForwardTrain", BatchNormMaxPoolForwardTrain);
+  add("batchNormMaxPoolForwardEval", BatchNormMaxPoolForwardEval);
+  add("batchNormMaxPoolBackward", BatchNormMaxPoolBackward);
+}
+
+}  // namespace bnkit::glue
