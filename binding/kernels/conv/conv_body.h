@@ -2,7 +2,8 @@
 // it), as GEMMs whose operands are packed straight from the tensors:
 //  - forward, stride 1 with a shallow patch (conv1): direct, directConv;
 //  - 3x3 stride-1 layers with several channels (forward and data gradient):
-//    Winograd F(2x2, 3x3), conv_winograd.h;
+//    Winograd F(2x2, 3x3), conv_winograd.h; their weight gradient as
+//    F(3x3, 2x2), conv_wgrad_winograd.h;
 //  - forward, per image: y_n[outC, P] = W[outC, K] * col(x_n)[K, P], the
 //    im2col values written directly into the GEMM's B sliver (no column
 //    matrix); stride 1 reads them from a zero-padded copy (conv_padded.h);
@@ -10,7 +11,7 @@
 //    the flipped, channel-swapped kernel (same GEMM, no scatter); otherwise
 //    dcol[K, P] = W^T * dy_n followed by col2im;
 //  - weight gradient: dW[outC, K] += sum over images of dy_n * col(x_n)^T,
-//    as vector dot products for stride 1 (conv_wgrad.h), else
+//    as vector dot products for other stride-1 layers (conv_wgrad.h), else
 //    as a GEMM over a packed col^T. Images are cut into fixed chunks whose
 //    partial results are added in chunk order, so the result does not depend
 //    on the thread count.
@@ -25,6 +26,7 @@
 #include "conv_pack.h"
 #include "conv_padded.h"
 #include "conv_wgrad.h"
+#include "conv_wgrad_winograd.h"
 #include "conv_winograd.h"
 
 namespace bnkit {
@@ -379,6 +381,11 @@ void convBackwardWeightDot(const ConvBackwardArgs& a) {
 template <class V>
 void convBackward(const ConvBackwardArgs& a) {
   if (a.dx != nullptr) convBackwardData<V>(a);
+  if (a.dweight != nullptr && winogradFits(a.s)) {
+    winogradWeightGrad<V>(a);
+    if (a.dbias != nullptr) convBackwardBias<V>(a);
+    return;
+  }
   if (a.dweight != nullptr && a.s.strideH == 1 && a.s.strideW == 1 && paddedFits<V>(a.s)) {
     convBackwardWeightDot<V>(a);  // dbias too
     return;

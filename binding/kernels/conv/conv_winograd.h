@@ -5,13 +5,16 @@
 // GEMMs  M_xi[oc][tile] = U_xi[oc][ic] * V_xi[ic][tile]  with 2.25x fewer
 // multiply-adds than the direct convolution, and no junk columns.
 // Tiles are numbered over the whole batch and cut into fixed blocks of
-// winogradBlockTiles (a function of the ISA only); a block's V and M (under
-// 1 MiB) stay in L2 between the transforms and the GEMMs. Threads take whole
-// blocks and every tile is computed the same way in any block, so results do
-// not depend on the thread count. The transforms work on vectors of tiles:
-// the input transform along runs of tiles on one tile row (unit-stride loads
-// from rows split into even and odd columns), the output transform along the
-// block. The weight transform writes the GEMM's packed A panels directly.
+// winogradBlockTiles (a function of the ISA only); a block's V stays in L2
+// while its GEMMs run one MR-channel panel of outputs at a time, each panel's
+// M (16 x MR x block floats) output-transformed straight after its GEMMs.
+// Threads take whole blocks and every tile is computed the same way in any
+// block, so results do not depend on the thread count. The transforms work on
+// vectors of tiles: the input transform along runs of tiles on one tile row
+// (unit-stride loads from rows split into even and odd columns), the output
+// transform along the block. The weight transform writes the GEMM's packed A
+// panels directly. The weight gradient of the same layers is in
+// conv_wgrad_winograd.h.
 // Rounding: the input/output transforms only add and subtract, and G has
 // entries 1 and 1/2, so the error stays within a small multiple of the direct
 // sum's (checked against the float64 reference by the tests).
@@ -130,13 +133,34 @@ int64_t winogradSplitRow(const ConvShape& s) {
   return roundUp((s.outW() + 1) / 2 + 1, V::kLanes) + V::kLanes;
 }
 
+// e[k] = pair[2k], o[k] = pair[2k + 1] for k in [k0, k1), with unzips; reads
+// nothing past pair[2 * k1 - 1].
+template <class V>
+inline void splitRow(const float* pair, int64_t k0, int64_t k1, float* e, float* o) {
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes;
+  for (int64_t k = k0; k < k1; k += L) {
+    const int64_t n = 2 * (k1 - k);  // floats left
+    Reg even, odd;
+    if (n >= 2 * L) {
+      V::unzip(V::load(pair + 2 * k), V::load(pair + 2 * k + L), even, odd);
+      V::store(e + k, even);
+      V::store(o + k, odd);
+    } else {
+      const Reg a = n >= L ? V::load(pair + 2 * k) : V::loadPartial(pair + 2 * k, n, 0.0f);
+      const Reg b = n > L ? V::loadPartial(pair + 2 * k + L, n - L, 0.0f) : V::zero();
+      V::unzip(a, b, even, odd);
+      V::storePartial(e + k, even, n / 2);
+      V::storePartial(o + k, odd, n / 2);
+    }
+  }
+}
+
 // V_xi[ic][j] = (B^T d B)[xi] for the block's tiles, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
 // xi planes `xiStride` floats apart. Tap column c of tile tx is input column
 // 2*tx + c - padW: the input rows are split into even and odd columns once
-// (scalar moves, zeros off the plane), after which every tap of a run is a
-// unit-stride vector load and the run's tiles fill the lanes. All rows of a
-// channel are split before any run is transformed, so the vector reads do not
-// wait on the scalar stores (store forwarding). Lanes past a run's end read
+// (unzips, zeros off the plane), after which every tap of a run is a
+// unit-stride vector load and the run's tiles fill the lanes. Lanes past a run's end read
 // what is left in `split` (zeroed once per call, so always finite) and are
 // never stored.
 template <class V>
@@ -151,9 +175,12 @@ void winogradInputTransform(const ConvShape& s, const float* input, const Winogr
   const int64_t x0 = -s.padW;
   const int64_t kLo = minI(tW + 1, (s.padW + 1) / 2);
   const int64_t kHi = W - 2 - x0 < 0 ? kLo : maxI(kLo, minI(tW + 1, (W - 2 - x0) / 2 + 1));
-  for (int64_t ic = 0; ic < K; ++ic) {
+  // Channel ic + 1 is split (into the other half of `split`) before channel
+  // ic is transformed, so its loads never wait on the stores just made.
+  const int64_t half = rowCount * 2 * rowFloats;
+  const auto splitChannel = [&](int64_t ic, float* dst) {
     for (int64_t i = 0; i < rowCount; ++i) {
-      float* __restrict e = split + i * 2 * rowFloats;
+      float* __restrict e = dst + i * 2 * rowFloats;
       float* __restrict o = e + rowFloats;
       if (rowY[i] < 0) {
         for (int64_t k = 0; k <= tW; ++k) e[k] = o[k] = 0.0f;
@@ -166,13 +193,14 @@ void winogradInputTransform(const ConvShape& s, const float* input, const Winogr
         o[k] = x + 1 >= 0 && x + 1 < W ? row[x + 1] : 0.0f;
       };
       for (int64_t k = 0; k < kLo; ++k) edge(k);
-      const float* __restrict pair = row + x0;
-      for (int64_t k = kLo; k < kHi; ++k) {
-        e[k] = pair[2 * k];
-        o[k] = pair[2 * k + 1];
-      }
+      splitRow<V>(row + x0, kLo, kHi, e, o);
       for (int64_t k = kHi; k <= tW; ++k) edge(k);
     }
+  };
+  splitChannel(0, split);
+  for (int64_t ic = 0; ic < K; ++ic) {
+    const float* cur = split + (ic & 1) * half;
+    if (ic + 1 < K) splitChannel(ic + 1, split + ((ic + 1) & 1) * half);
     for (int64_t q = 0; q < runCount; ++q) {
       const WinogradRun& run = runs[q];
       for (int64_t c = 0; c < run.len; c += L) {
@@ -180,7 +208,7 @@ void winogradInputTransform(const ConvShape& s, const float* input, const Winogr
         Reg d[4][4];
 #pragma GCC unroll 4
         for (int r = 0; r < 4; ++r) {
-          const float* e = split + run.row[r] * 2 * rowFloats + run.tx0 + c;
+          const float* e = cur + run.row[r] * 2 * rowFloats + run.tx0 + c;
           d[r][0] = V::load(e);
           d[r][1] = V::load(e + rowFloats);
           d[r][2] = V::load(e + 1);
@@ -217,20 +245,47 @@ void winogradInputTransform(const ConvShape& s, const float* input, const Winogr
   }
 }
 
-// y tile = A^T m A (+ bias), A^T = [1 1 1 0; 0 1 -1 -1]: computed with full
-// vectors along the block into y[4][ld], then interleaved run by run into the
-// two output rows with scalar moves, clipped at the bottom/right edge.
+// dst[2l] = even[l], dst[2l + 1] = odd[l] for the first n floats of dst.
+// Reads whole vectors of even and odd (up to L - 1 floats past the pairs).
 template <class V>
-void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, int64_t xiStride,
-                             const WinogradRun* runs, int64_t runCount, int64_t count, const float* bias, float* y,
-                             float* out) {
+inline void interleaveRow(const float* even, const float* odd, int64_t n, float* dst) {
   using Reg = typename V::Reg;
   constexpr int L = V::kLanes;
-  const int64_t M = s.outC, outH = s.outH(), outW = s.outW(), plane = outH * outW, tW = (outW + 1) / 2;
-  for (int64_t oc = 0; oc < M; ++oc) {
+  for (int64_t i = 0; i < n; i += 2 * L) {
+    Reg lo, hi;
+    V::zip(V::load(even + i / 2), V::load(odd + i / 2), lo, hi);
+    const int64_t left = n - i;
+    if (left >= 2 * L) {
+      V::store(dst + i, lo);
+      V::store(dst + i + L, hi);
+    } else if (left > L) {
+      V::store(dst + i, lo);
+      V::storePartial(dst + i + L, hi, left - L);
+    } else {
+      V::storePartial(dst + i, lo, left);
+    }
+  }
+}
+
+// y tile = A^T m A (+ bias), A^T = [1 1 1 0; 0 1 -1 -1]: computed with full
+// vectors along the block into y[4][ld], then interleaved run by run into the
+// two output rows (zips), clipped at the bottom/right edge.
+// Mb holds output channels [o0, o1) only; yAll has room for 4 rows of each.
+template <class V>
+void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, int64_t xiStride, int64_t o0,
+                             int64_t o1, const WinogradRun* runs, int64_t runCount, int64_t count, const float* bias,
+                             float* yAll, float* out) {
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes;
+  const int64_t outH = s.outH(), outW = s.outW(), plane = outH * outW, tW = (outW + 1) / 2;
+  // All channels' y first: the interleaving loads below then read stores
+  // that have left the store buffer (unaligned loads overlapping recent
+  // stores wait for them).
+  for (int64_t oc = o0; oc < o1; ++oc) {
     const Reg b = bias != nullptr ? V::set1(bias[oc]) : V::zero();
+    float* y = yAll + (oc - o0) * 4 * ld;
     for (int64_t j = 0; j < count; j += L) {
-      const float* src = Mb + oc * ld + j;
+      const float* src = Mb + (oc - o0) * ld + j;
       Reg sRow[2][4];
 #pragma GCC unroll 4
       for (int col = 0; col < 4; ++col) {
@@ -246,26 +301,18 @@ void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, in
         V::store(y + (r * 2 + 1) * ld + j, V::add(V::sub(V::sub(v[1], v[2]), v[3]), b));
       }
     }
+  }
+  for (int64_t oc = o0; oc < o1; ++oc) {
+    const float* y = yAll + (oc - o0) * 4 * ld;
     for (int64_t q = 0; q < runCount; ++q) {
       const WinogradRun& run = runs[q];
       const float* y0 = y + run.j;
       const float *y1 = y0 + ld, *y2 = y0 + 2 * ld, *y3 = y0 + 3 * ld;
       // The row's last tile has one column when outW is odd.
-      const int64_t len = run.len, pairs = (outW & 1) && run.tx0 + len == tW ? len - 1 : len;
-      float* __restrict r0 = out + run.out + oc * plane;
-      float* __restrict r1 = r0 + outW;
-      for (int64_t l = 0; l < pairs; ++l) {
-        r0[2 * l] = y0[l];
-        r0[2 * l + 1] = y1[l];
-      }
-      if (pairs < len) r0[2 * pairs] = y0[pairs];
-      if (2 * run.ty + 1 < outH) {
-        for (int64_t l = 0; l < pairs; ++l) {
-          r1[2 * l] = y2[l];
-          r1[2 * l + 1] = y3[l];
-        }
-        if (pairs < len) r1[2 * pairs] = y2[pairs];
-      }
+      const int64_t n = 2 * run.len - ((outW & 1) && run.tx0 + run.len == tW ? 1 : 0);
+      float* r0 = out + run.out + oc * plane;
+      interleaveRow<V>(y0, y1, n, r0);
+      if (2 * run.ty + 1 < outH) interleaveRow<V>(y2, y3, n, r0 + outW);
     }
   }
 }
@@ -277,15 +324,18 @@ void winogradConv(const ConvShape& s, const WinogradWeights& wt, const float* in
   const int64_t M = s.outC, K = s.inC;
   const int64_t tiles = s.batch * ((s.outH() + 1) / 2) * ((s.outW() + 1) / 2), blocks = ceilDiv(tiles, Tb);
   const int64_t threads = minI(numThreads(), blocks);
-  const int64_t panelFloats = packedASize<V>(M, K);
+  const int64_t panelFloats = packedASize<V>(M, K), kc = kcBlock<V>(K), mPad = roundUp(M, MR);
   // The 16 xi planes of V and M, a cache line more than a multiple of 4 KiB
   // apart, so the transforms' 16 streams do not fight over the same L1 sets.
-  const int64_t vStride = K * Tb + 16, mStride = M * Tb + 16;
+  // M holds one MR-channel panel at a time (64 KiB on conv2): its GEMMs and
+  // output transform run back to back while it is cache-hot, and V is the
+  // only large buffer a block keeps in L2.
+  const int64_t vStride = K * Tb + 16, mStride = MR * Tb + 16;
   // A block has at most Tb runs, each adding at most 4 split rows.
   const int64_t runFloats = roundUp(Tb * int64_t(sizeof(WinogradRun) / sizeof(float)), 16);
   const int64_t rowYFloats = roundUp(4 * Tb * 2, 16);
-  const int64_t rowFloats = winogradSplitRow<V>(s), splitFloats = roundUp(4 * Tb * 2 * rowFloats, 16);
-  const int64_t perThread = 16 * (vStride + mStride) + runFloats + rowYFloats + splitFloats + 4 * Tb;
+  const int64_t rowFloats = winogradSplitRow<V>(s), splitFloats = roundUp(2 * 4 * Tb * 2 * rowFloats, 16);
+  const int64_t perThread = 16 * (vStride + mStride) + runFloats + rowYFloats + splitFloats + MR * 4 * Tb + 16;
   float* packedA = static_cast<float*>(scratchBytes(sizeof(float) * (16 * panelFloats + threads * perThread)));
   float* work = packedA + 16 * panelFloats;
   parallelForEach(0, M, ceilDiv(M, threads), [&](int64_t lo, int64_t hi) {
@@ -312,10 +362,18 @@ void winogradConv(const ConvShape& s, const WinogradWeights& wt, const float* in
         for (const float* p = input + runs[0].image; p < input + runs[runCount - 1].image + imageFloats; p += 16)
           __builtin_prefetch(p, 0, 3);
         winogradInputTransform<V>(s, input, runs, runCount, rowY, rowCount, count, Tb, vStride, rowFloats, split, Vb);
-        for (int xi = 0; xi < 16; ++xi)
-          gemmTiles<V>(M, count, K, packedA + xi * panelFloats, InPlaceB{Vb + xi * vStride, Tb}, 0, ceilDiv(M, MR), 0,
-                       ceilDiv(count, NR), Mb + xi * mStride, Tb, e, nullptr);
-        winogradOutputTransform<V>(s, Mb, Tb, mStride, runs, runCount, count, bias, yBlock, out);
+        for (int64_t i0 = 0; i0 < M; i0 += MR) {
+          for (int xi = 0; xi < 16; ++xi)
+            for (int64_t k0 = 0; k0 < K; k0 += kc) {
+              const int64_t kcp = minI(kc, K - k0);
+              const float* a = packedA + xi * panelFloats + k0 * mPad + i0 * kcp;
+              for (int64_t j0 = 0; j0 < count; j0 += NR)
+                gemmTile<V>(kcp, a, StridedRows{Vb + xi * vStride + k0 * Tb + j0, Tb}, Mb + xi * mStride + j0, Tb,
+                            M - i0, count - j0, e, k0 == 0, i0, j0);
+            }
+          winogradOutputTransform<V>(s, Mb, Tb, mStride, i0, minI(M, i0 + MR), runs, runCount, count, bias, yBlock,
+                                     out);
+        }
       }
     }
   });

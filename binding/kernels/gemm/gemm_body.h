@@ -86,14 +86,15 @@ struct GemmEpilogue {
   const float* colBias = nullptr;
 };
 
-// One MR x (NV vectors) tile: acc = sum_k a[k][r] * b[k][c]; then on the first K block
+// One MR x (NV vectors) tile: acc = sum_k a[k][r] * b[k][c], row k of A
+// starting aStep floats after row k-1 (MR in a packed panel); then on the first K block
 // C = alpha*acc + beta*C + biases, on later blocks C += alpha*acc.
 // Kept out of line: inlined into the tile loops, its accumulators compete with
 // the loop's own registers and spill (seen with AVX2's 16 registers).
 template <class V, int NV, class Rows>
 __attribute__((noinline)) void gemmMicroKernel(int64_t kc, const float* __restrict a, const Rows& b, float* c,
                             int64_t ldc, int64_t rows, int64_t cols, const GemmEpilogue& e, bool first,
-                            int64_t i0, int64_t j0) {
+                            int64_t i0, int64_t j0, int64_t aStep) {
   using Reg = typename V::Reg;
   constexpr int MR = GemmTile<V>::kMR, L = V::kLanes, NR = GemmTile<V>::kNR;
   Reg acc[MR][NV];
@@ -112,16 +113,33 @@ __attribute__((noinline)) void gemmMicroKernel(int64_t kc, const float* __restri
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(av, bv[v], acc[r][v]);
     }
-    a += MR;
+    a += aStep;
+  }
+  // Every index into acc is a constant (unrolled loops, tests instead of
+  // early exits), so the accumulators stay in registers: a loop with a
+  // variable bound would park them on the stack, zeroing and storing them on
+  // each call (a tenth of a call with the 32-deep sums of Winograd conv2).
+  if (rows >= MR && cols >= NV * L && e.alpha == 1.0f &&
+      (!first || (e.beta == 0.0f && e.rowBias == nullptr && e.colBias == nullptr))) {
+#pragma GCC unroll 32
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        float* p = c + r * ldc + v * L;
+        V::store(p, first ? acc[r][v] : V::add(V::load(p), acc[r][v]));
+      }
+    return;
   }
   const Reg alpha = V::set1(e.alpha), beta = V::set1(e.beta);
-  for (int r = 0; r < MR && r < rows; ++r) {
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r) {
+    if (r >= rows) continue;
     float* row = c + r * ldc;
     const Reg rowBias = e.rowBias != nullptr && first ? V::set1(e.rowBias[i0 + r]) : V::zero();
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const int64_t valid = cols - v * L;
-      if (valid <= 0) break;
+      if (valid <= 0) continue;
       Reg out = e.alpha == 1.0f ? acc[r][v] : V::mul(acc[r][v], alpha);
       if (first) {
         if (e.beta != 0.0f) out = V::fma(beta, valid >= L ? V::load(row + v * L) : V::loadPartial(row + v * L, valid, 0.0f), out);
@@ -146,30 +164,70 @@ __attribute__((noinline)) void gemmMicroKernel(int64_t kc, const float* __restri
 // 196-column image wastes a fraction of one vector instead of one tile.
 template <class V, class Rows, int NV = GemmTile<V>::kNV>
 inline void gemmTile(int64_t kc, const float* a, const Rows& b, float* c, int64_t ldc, int64_t rows, int64_t cols,
-                     const GemmEpilogue& e, bool first, int64_t i0, int64_t j0) {
+                     const GemmEpilogue& e, bool first, int64_t i0, int64_t j0,
+                     int64_t aStep = GemmTile<V>::kMR) {
   if constexpr (NV > 1) {
     if (cols <= (NV - 1) * V::kLanes) {
-      gemmTile<V, Rows, NV - 1>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0);
+      gemmTile<V, Rows, NV - 1>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0, aStep);
       return;
     }
   }
-  gemmMicroKernel<V, NV, Rows>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0);
+  gemmMicroKernel<V, NV, Rows>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0, aStep);
+}
+
+// Transposes an L x L block in registers: log2(L) rounds of zips of row i
+// with row i + L/2 (a perfect shuffle each round) leave r[i][j] = old r[j][i].
+template <class V>
+inline void transposeBlock(typename V::Reg (&r)[V::kLanes]) {
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes;
+#pragma GCC unroll 4
+  for (int step = 1; step < L; step *= 2) {
+    Reg n[L];
+#pragma GCC unroll 16
+    for (int i = 0; i < L / 2; ++i) V::zip(r[i], r[i + L / 2], n[2 * i], n[2 * i + 1]);
+#pragma GCC unroll 16
+    for (int i = 0; i < L; ++i) r[i] = n[i];
+  }
 }
 
 // Packs `count` rows of src (row stride ld) transposed: dst[k * width + r] =
-// src[r * ld + k] for k < kc, rows count..width-1 zero. Blocks of 16 k keep
-// the strided writes within a few KiB of L1; the rows lie far apart, too many
-// streams for the hardware prefetcher, hence the explicit prefetch.
+// src[r * ld + k] for k < kc, rows count..width-1 zero. L x L blocks go
+// through registers (transposeBlock), so loads and stores are whole vectors;
+// the rows lie far apart, too many streams for the hardware prefetcher,
+// hence the explicit prefetch.
+template <class V>
 inline void packTransposed(float* dst, const float* src, int64_t ld, int64_t count, int width, int64_t kc) {
-  for (int64_t kb = 0; kb < kc; kb += 16) {
-    const int64_t ke = minI(kb + 16, kc);
-    for (int64_t r = 0; r < count; ++r) {
-      const float* row = src + r * ld;
-      __builtin_prefetch(row + kb + 64);
-      for (int64_t k = kb; k < ke; ++k) dst[k * width + r] = row[k];
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes;
+  for (int64_t kb = 0; kb < kc; kb += L) {
+    const int64_t nk = minI(L, kc - kb);
+    for (int r0 = 0; r0 < width; r0 += L) {
+      const int64_t stored = minI(L, width - r0);  // rows per k this block writes
+      Reg v[L];
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) {
+        const int64_t r = r0 + i;
+        if (r >= count) {
+          v[i] = V::zero();
+          continue;
+        }
+        const float* row = src + r * ld + kb;
+        __builtin_prefetch(row + 64);
+        v[i] = nk == L ? V::load(row) : V::loadPartial(row, nk, 0.0f);
+      }
+      transposeBlock<V>(v);
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) {
+        if (i >= nk) break;
+        float* d = dst + (kb + i) * width + r0;
+        if (stored == L) {
+          V::store(d, v[i]);
+        } else {
+          V::storePartial(d, v[i], stored);
+        }
+      }
     }
-    for (int64_t r = count; r < width; ++r)
-      for (int64_t k = kb; k < ke; ++k) dst[k * width + r] = 0.0f;
   }
 }
 
@@ -191,7 +249,7 @@ struct StridedA {
         for (int64_t r = rows; r < MR; ++r) d[r] = 0.0f;
       }
     } else {
-      packTransposed(dst, A + i0 * lda + k0, lda, rows, MR, kc);
+      packTransposed<V>(dst, A + i0 * lda + k0, lda, rows, MR, kc);
     }
   }
 };
@@ -217,7 +275,7 @@ struct StridedB {
         }
       }
     } else {  // op(B)[k][j] = B[j][k]
-      packTransposed(dst, B + j0 * ldb + k0, ldb, cols, NR, kc);
+      packTransposed<V>(dst, B + j0 * ldb + k0, ldb, cols, NR, kc);
     }
     return PackedRows{dst};
   }

@@ -36,6 +36,20 @@ struct Avx512 {
   }
   static float reduceAdd(Reg v) { return _mm512_reduce_add_ps(v); }
   static float reduceMax(Reg v) { return _mm512_reduce_max_ps(v); }
+  // lo = a0 b0 a1 b1 ... a7 b7, hi = a8 b8 ... a15 b15 (the halves interleaved).
+  static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
+    const __m512i l = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i h = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    lo = _mm512_permutex2var_ps(a, l, b);
+    hi = _mm512_permutex2var_ps(a, h, b);
+  }
+  // The inverse of zip: even = a0 a2 ... a14 b0 b2 ... b14, odd = a1 a3 ... b15.
+  static void unzip(Reg a, Reg b, Reg& even, Reg& odd) {
+    const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    even = _mm512_permutex2var_ps(a, e, b);
+    odd = _mm512_permutex2var_ps(a, o, b);
+  }
 };
 
 }  // namespace bnkit::simd

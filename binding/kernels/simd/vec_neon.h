@@ -39,6 +39,16 @@ struct Neon {
   }
   static float reduceAdd(Reg v) { return vaddvq_f32(v); }
   static float reduceMax(Reg v) { return vmaxvq_f32(v); }
+  // lo = a0 b0 a1 b1, hi = a2 b2 a3 b3 (the halves interleaved).
+  static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
+    lo = vzip1q_f32(a, b);
+    hi = vzip2q_f32(a, b);
+  }
+  // The inverse of zip: even = a0 a2 b0 b2, odd = a1 a3 b1 b3.
+  static void unzip(Reg a, Reg b, Reg& even, Reg& odd) {
+    even = vuzp1q_f32(a, b);
+    odd = vuzp2q_f32(a, b);
+  }
 };
 
 }  // namespace bnkit::simd

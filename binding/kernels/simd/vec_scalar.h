@@ -31,6 +31,16 @@ struct Scalar {
   static Reg selectPositive(Reg mask, Reg v) { return mask > 0.0f ? v : 0.0f; }
   static float reduceAdd(Reg v) { return v; }
   static float reduceMax(Reg v) { return v; }
+  // The halves interleaved; with one lane, a and b themselves.
+  static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
+    lo = a;
+    hi = b;
+  }
+  // The inverse of zip; with one lane, a and b themselves.
+  static void unzip(Reg a, Reg b, Reg& even, Reg& odd) {
+    even = a;
+    odd = b;
+  }
 };
 
 }  // namespace bnkit::simd
