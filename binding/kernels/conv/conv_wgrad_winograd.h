@@ -112,20 +112,12 @@ void wgradInputTransform(const WinogradWgradGeometry& g, const float* xc, float*
         for (int r = 0; r < 4; ++r)
 #pragma GCC unroll 4
           for (int col = 0; col < 4; ++col) d[r][col] = V::load(base + r * rowPitch + col * g.cx + c);
-        Reg t[4][4];
-#pragma GCC unroll 4
-        for (int col = 0; col < 4; ++col) {
-          t[0][col] = V::sub(d[0][col], d[2][col]);
-          t[1][col] = V::add(d[1][col], d[2][col]);
-          t[2][col] = V::sub(d[2][col], d[1][col]);
-          t[3][col] = V::sub(d[1][col], d[3][col]);
-        }
+        Reg v[4][4];
+        winogradInputTile<V>(d, v);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
-          V::store(dst + (i * 4 + 0) * g.xStride + c, V::sub(t[i][0], t[i][2]));
-          V::store(dst + (i * 4 + 1) * g.xStride + c, V::add(t[i][1], t[i][2]));
-          V::store(dst + (i * 4 + 2) * g.xStride + c, V::sub(t[i][2], t[i][1]));
-          V::store(dst + (i * 4 + 3) * g.xStride + c, V::sub(t[i][1], t[i][3]));
+#pragma GCC unroll 4
+          for (int col = 0; col < 4; ++col) V::store(dst + (i * 4 + col) * g.xStride + c, v[i][col]);
         }
       }
     }

@@ -44,6 +44,29 @@ constexpr int64_t winogradBlockTiles() {
   return (128 + GemmTile<V>::kNR - 1) / GemmTile<V>::kNR * GemmTile<V>::kNR;
 }
 
+// B^T d B of F(2x2, 3x3), B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], on a
+// 4x4 input tile of vectors (lanes are independent tiles or channels):
+// out[i][j] is element (i, j) of the transformed tile. Shared by the forward /
+// data-gradient path and the weight gradient, which transform the same tiles.
+template <class V>
+inline void winogradInputTile(const typename V::Reg d[4][4], typename V::Reg out[4][4]) {
+  typename V::Reg t[4][4];
+#pragma GCC unroll 4
+  for (int col = 0; col < 4; ++col) {
+    t[0][col] = V::sub(d[0][col], d[2][col]);
+    t[1][col] = V::add(d[1][col], d[2][col]);
+    t[2][col] = V::sub(d[2][col], d[1][col]);
+    t[3][col] = V::sub(d[1][col], d[3][col]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    out[i][0] = V::sub(t[i][0], t[i][2]);
+    out[i][1] = V::add(t[i][1], t[i][2]);
+    out[i][2] = V::sub(t[i][2], t[i][1]);
+    out[i][3] = V::sub(t[i][1], t[i][3]);
+  }
+}
+
 // Worth it (and exact enough) for 3x3 stride-1 layers with several channels
 // on both sides; the padding may be 0..2 as every tile read is bounds-checked.
 inline bool winogradFits(const ConvShape& s) {
@@ -214,26 +237,18 @@ void winogradInputTransform(const ConvShape& s, const float* input, const Winogr
           d[r][2] = V::load(e + 1);
           d[r][3] = V::load(e + rowFloats + 1);
         }
-        Reg t[4][4];
-#pragma GCC unroll 4
-        for (int col = 0; col < 4; ++col) {
-          t[0][col] = V::sub(d[0][col], d[2][col]);
-          t[1][col] = V::add(d[1][col], d[2][col]);
-          t[2][col] = V::sub(d[2][col], d[1][col]);
-          t[3][col] = V::sub(d[1][col], d[3][col]);
-        }
+        Reg v[4][4];
+        winogradInputTile<V>(d, v);
         float* dst = Vb + ic * ld + run.j + c;
         const int64_t lanes = minI(L, run.len - c);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
-          const Reg v[4] = {V::sub(t[i][0], t[i][2]), V::add(t[i][1], t[i][2]), V::sub(t[i][2], t[i][1]),
-                            V::sub(t[i][1], t[i][3])};
 #pragma GCC unroll 4
           for (int col = 0; col < 4; ++col) {
             if (lanes == L) {
-              V::store(dst + (i * 4 + col) * xiStride, v[col]);
+              V::store(dst + (i * 4 + col) * xiStride, v[i][col]);
             } else {
-              V::storePartial(dst + (i * 4 + col) * xiStride, v[col], lanes);
+              V::storePartial(dst + (i * 4 + col) * xiStride, v[i][col], lanes);
             }
           }
         }
