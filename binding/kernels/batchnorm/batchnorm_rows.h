@@ -144,16 +144,6 @@ inline void fillPeriodic(float* out, int64_t channels, Value&& value) {
   for (int64_t j = channels; j < channels + V::kLanes; ++j) out[j] = out[j - channels];
 }
 
-// A run-time flag as a compile-time one, so loops carry no branch on it.
-template <class F>
-inline void withFlag(bool flag, F&& f) {
-  if (flag) {
-    f(std::true_type{});
-  } else {
-    f(std::false_type{});
-  }
-}
-
 // An element-wise pass over a channels-last tensor comes in two parts:
 // at(channel) gathers the per-channel constants of the vector starting at
 // `channel` into registers (a ChannelRegs, loaded from periodic arrays), and

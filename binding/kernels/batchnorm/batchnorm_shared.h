@@ -4,6 +4,7 @@
 // its own copy with its own flags.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "../simd/vector_loop.h"
 #include "batchnorm.h"
@@ -73,6 +74,16 @@ template <class V>
 inline typename V::Reg maskedDy(bool relu, typename V::Reg x, typename V::Reg dy, typename V::Reg mean,
                                 typename V::Reg scale, typename V::Reg beta) {
   return relu ? V::selectPositive(affine<V>(x, mean, scale, beta), dy) : dy;
+}
+
+// A run-time flag as a compile-time one, so loops carry no branch on it.
+template <class F>
+inline void withFlag(bool flag, F&& f) {
+  if (flag) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
 }
 
 }  // namespace
