@@ -126,9 +126,14 @@ void forwardTrainPool(const BnPoolForwardTrainArgs& p) {
   const BnForwardTrainArgs& a = p.bn;
   const BnLayout& l = a.layout;
   const PlanarChunks plan(l.batch, l.spatial);
+  // The statistics must be those of the unfused kernel, bit for bit.
+  const bool flat = usesFlatPlanes(l);
+  if (flat) flatPlaneStatistics<V>(a);
   parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      finishChannelStats<V>(a, c, planarChannelMoments<V>(a.x + c * l.spatial, l.channels * l.spatial, plan));
+      if (!flat) {
+        finishChannelStats<V>(a, c, planarChannelMoments<V>(a.x + c * l.spatial, l.channels * l.spatial, plan));
+      }
       normalizeAndPoolChannel<V>(l, p.shape, c, a.x, a.saveMean[c], channelScale(a.gamma, c, a.saveInvstd[c]),
                                  channelBeta(a.beta, c), a.relu, p.pooled, p.window, p.picked);
     }
