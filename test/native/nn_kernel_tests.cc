@@ -256,9 +256,11 @@ void testElementwise(const KernelTable& k) {
 }
 
 // Bit-identical results for 1 and 2 threads (the split must never reach a sum).
-void testDeterminism(const KernelTable& k) {
+// Shapes: a Winograd layer, and a conv1-like one (shallow-patch weight
+// gradient, chunks spread over threads).
+void testDeterminism(const KernelTable& k, int64_t batch, int64_t inC, int64_t H, int64_t outC) {
   ConvShape s;
-  s.batch = 13; s.inC = 8; s.H = 10; s.W = 10; s.outC = 16; s.kh = 3; s.kw = 3; s.padH = 1; s.padW = 1;
+  s.batch = batch; s.inC = inC; s.H = H; s.W = H; s.outC = outC; s.kh = 3; s.kw = 3; s.padH = 1; s.padW = 1;
   const auto x = random(s.batch * s.inC * s.H * s.W), w = random(s.outC * s.patch());
   const auto dy = random(s.batch * s.outC * s.outH() * s.outW());
   const auto A = random(77 * 555), B = random(555 * 333);
@@ -414,7 +416,8 @@ int main() {
       testElementwise(*k);
       testPooling2x2(*k);
     }
-    testDeterminism(*k);
+    testDeterminism(*k, 13, 8, 10, 16);
+    testDeterminism(*k, 37, 1, 12, 10);
   }
   setNumThreads(initialThreads);
   check(tables >= 2, "at least a scalar and one SIMD table are runnable");

@@ -13,7 +13,8 @@
 // Images are cut into fixed chunks (a function of the shape only), each
 // summed by one thread in image order; chunk sums are added in chunk order
 // and transformed back to 3x3 in double, so results do not depend on the
-// thread count. Rounding: the transforms only add, subtract and halve; on
+// thread count. The bias gradient is summed from the channels-last dy copies
+// the same way. Rounding: the transforms only add, subtract and halve; on
 // conv2 the result is within ~1e-6 (relative to the largest entry) of the
 // direct float sums (the tests check it against the float64 reference).
 #pragma once
@@ -93,6 +94,24 @@ void toChannelsLast(const float* src, int64_t channels, int64_t plane, const int
       for (int i = 0; i < L; ++i)
         if (i < np) V::store(dst + offsets[p + i] + ch, r[i]);
     }
+  }
+}
+
+// sums[ch] += sum of the `pixels` channel vectors of a channels-last copy (the
+// bias gradient, from the dy copy while it is in cache; its zero border adds
+// nothing). Four accumulators per vector of channels, combined in a fixed order.
+template <class V>
+void addPixelSums(const float* copy, int64_t pixels, int64_t channels, float* sums) {
+  using Reg = typename V::Reg;
+  constexpr int L = V::kLanes;
+  for (int64_t ch = 0; ch < channels; ch += L) {
+    Reg acc[4] = {V::zero(), V::zero(), V::zero(), V::zero()};
+    int64_t p = 0;
+    for (; p + 4 <= pixels; p += 4)
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) acc[i] = V::add(acc[i], V::load(copy + (p + i) * channels + ch));
+    for (; p < pixels; ++p) acc[0] = V::add(acc[0], V::load(copy + p * channels + ch));
+    V::store(sums + ch, V::add(V::load(sums + ch), V::add(V::add(acc[0], acc[1]), V::add(acc[2], acc[3]))));
   }
 }
 
@@ -185,13 +204,15 @@ void winogradWeightGrad(const ConvBackwardArgs& a) {
   const int64_t xCopy = roundUp(g.xH * g.xW * g.cx, 16), dyCopy = roundUp(g.dH * g.dW * g.cy, 16);
   const int64_t perThread = xCopy + dyCopy + 16 * (g.xStride + g.yStride);
   const int64_t xPixels = s.H * s.W, tableFloats = roundUp(2 * (xPixels + P), 16);
+  const int64_t biasFloats = a.dbias != nullptr ? roundUp(chunks * g.cy, 16) : 0;
   float* partials = static_cast<float*>(
-      scratchBytes(sizeof(float) * ((chunks + 1) * sums + tableFloats + threads * perThread)));
+      scratchBytes(sizeof(float) * ((chunks + 1) * sums + biasFloats + tableFloats + threads * perThread)));
   float* total = partials + chunks * sums;
+  float* biasPartials = total + sums;  // [chunk][cy]
   // Where each input / dy pixel lands in its channels-last copy.
-  int64_t* xOffsets = reinterpret_cast<int64_t*>(total + sums);
+  int64_t* xOffsets = reinterpret_cast<int64_t*>(biasPartials + biasFloats);
   int64_t* dyOffsets = xOffsets + xPixels;
-  float* work = total + sums + tableFloats;
+  float* work = biasPartials + biasFloats + tableFloats;
   for (int64_t p = 0; p < xPixels; ++p) xOffsets[p] = ((p / s.W + s.padH) * g.xW + p % s.W + s.padW) * g.cx;
   for (int64_t p = 0; p < P; ++p) dyOffsets[p] = (p / s.outW() * g.dW + p % s.outW()) * g.cy;
   GemmEpilogue e;
@@ -205,12 +226,16 @@ void winogradWeightGrad(const ConvBackwardArgs& a) {
       for (int64_t i = 0; i < xCopy + dyCopy; ++i) xc[i] = 0.0f;
       for (int64_t c = chunks * t / threads; c < chunks * (t + 1) / threads; ++c) {
         float* sum = partials + c * sums;
+        float* biasSum = biasPartials + c * g.cy;
         const int64_t n0 = c * chunkImages, n1 = minI(s.batch, n0 + chunkImages);
+        if (a.dbias != nullptr)
+          for (int64_t ch = 0; ch < g.cy; ++ch) biasSum[ch] = 0.0f;
         for (int64_t b0 = n0; b0 < n1; b0 += g.blockImages) {
           const int64_t b1 = minI(n1, b0 + g.blockImages), depth = (b1 - b0) * g.tiles;
           for (int64_t n = b0; n < b1; ++n) {
             toChannelsLast<V>(a.x + n * imageFloats, s.inC, xPixels, xOffsets, xc);
             toChannelsLast<V>(a.dy + n * M * P, M, P, dyOffsets, dyc);
+            if (a.dbias != nullptr) addPixelSums<V>(dyc, g.dH * g.dW, g.cy, biasSum);
             wgradInputTransform<V>(g, xc, X + (n - b0) * g.tiles * g.cx);
             wgradDyTransform<V>(g, dyc, Dy + (n - b0) * g.tiles * g.cy);
           }
@@ -232,6 +257,12 @@ void winogradWeightGrad(const ConvBackwardArgs& a) {
   });
   parallelForEach(0, M, ceilDiv(M, numThreads()),
                   [&](int64_t lo, int64_t hi) { wgradOutputTransform(total, M, N, lo, hi, a.dweight); });
+  if (a.dbias != nullptr)
+    for (int64_t oc = 0; oc < M; ++oc) {
+      float v = biasPartials[oc];
+      for (int64_t c = 1; c < chunks; ++c) v += biasPartials[c * g.cy + oc];
+      a.dbias[oc] += v;
+    }
 }
 
 }  // namespace

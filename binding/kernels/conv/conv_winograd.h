@@ -10,9 +10,9 @@
 // M (16 x MR x block floats) output-transformed straight after its GEMMs.
 // Threads take whole blocks and every tile is computed the same way in any
 // block, so results do not depend on the thread count. The transforms work on
-// vectors of tiles: the input transform along runs of tiles on one tile row
-// (unit-stride loads from rows split into even and odd columns), the output
-// transform along the block. The weight transform writes the GEMM's packed A
+// vectors of tiles: the input transform along a block's tiles of one image,
+// across tile rows (from input rows split into tap streams, see
+// winogradInputTransform), the output transform along the block. The weight transform writes the GEMM's packed A
 // panels directly. The weight gradient of the same layers is in
 // conv_wgrad_winograd.h.
 // Rounding: the input/output transforms only add and subtract, and G has
@@ -23,6 +23,7 @@
 
 #include "../gemm/gemm_body.h"
 #include "conv.h"
+#include "conv_padded.h"
 
 namespace bnkit {
 namespace {
@@ -112,135 +113,142 @@ void winogradWeightTransform(const WinogradWeights& wt, int64_t outC, int64_t in
 }
 
 // A run of a block's tiles on one tile row: tiles [tx0, tx0 + len) of row ty
-// of image n, block positions [j, j + len). row[r] numbers the split input
-// row (see below) holding tap row r; consecutive tile rows share two.
+// of image n, block positions [j, j + len) (the output transform's unit).
 struct WinogradRun {
-  int64_t image;  // offset of image n (input channel 0)
-  int64_t out;    // offset of the run's first output in output channel 0
+  int64_t out;  // offset of the run's first output in output channel 0
   int64_t ty, tx0, len, j;
-  int32_t row[4];
 };
 
-// The block's runs, and the input rows to split: rowY[i] = offset of the
-// i-th split row within its image's plane, or -1 for a row of padding.
-inline int64_t winogradRuns(const ConvShape& s, int64_t first, int64_t count, WinogradRun* runs, int64_t* rowY,
-                            int64_t* rowCount) {
+inline int64_t winogradRuns(const ConvShape& s, int64_t first, int64_t count, WinogradRun* runs) {
   const int64_t outH = s.outH(), outW = s.outW(), tH = (outH + 1) / 2, tW = (outW + 1) / 2;
-  int64_t count_ = 0, rows = 0;
+  int64_t count_ = 0;
   for (int64_t g = first; g < first + count; ++count_) {
     const int64_t tx = g % tW, len = minI(tW - tx, first + count - g);
-    WinogradRun& run = runs[count_];
     const int64_t n = g / (tH * tW), ty = (g / tW) % tH;
-    run = WinogradRun{n * s.inC * s.H * s.W, n * s.outC * outH * outW + 2 * ty * outW + 2 * tx, ty, tx, len, g - first,
-                      {0, 0, 0, 0}};
-    const bool follows = count_ > 0 && runs[count_ - 1].image == run.image && runs[count_ - 1].ty + 1 == run.ty;
-    for (int r = 0; r < 4; ++r) {
-      if (follows && r < 2) {
-        run.row[r] = runs[count_ - 1].row[r + 2];
-      } else {
-        const int64_t y = 2 * run.ty - s.padH + r;
-        run.row[r] = static_cast<int32_t>(rows);
-        rowY[rows++] = y >= 0 && y < s.H ? run.image + y * s.W : -1;
-      }
-    }
+    runs[count_] = WinogradRun{n * s.outC * outH * outW + 2 * ty * outW + 2 * tx, ty, tx, len, g - first};
     g += len;
   }
-  *rowCount = rows;
   return count_;
 }
 
-// Floats per split row: the even and odd columns k = 0..tW, and room for
-// vector reads one past the last chunk of a run.
-template <class V>
-int64_t winogradSplitRow(const ConvShape& s) {
-  return roundUp((s.outW() + 1) / 2 + 1, V::kLanes) + V::kLanes;
+// A block's tiles within one image (the input transform's unit): tiles
+// [j, j + len) of the block, the first at tile row ty0, column tx0. Its input
+// rows y = 2*ty0 - padH + i, i in [0, rows), are split into tap streams
+// starting at `base` (see winogradInputTransform).
+struct WinogradSegment {
+  int64_t image;  // offset of image n (input channel 0)
+  int64_t ty0, tx0, len, j, rows, base;
+};
+
+inline int64_t winogradSegments(const ConvShape& s, int64_t first, int64_t count, WinogradSegment* segs) {
+  const int64_t tH = (s.outH() + 1) / 2, tW = (s.outW() + 1) / 2, perImage = tH * tW;
+  int64_t n = 0, base = 0;
+  for (int64_t g = first; g < first + count; ++n) {
+    const int64_t image = g / perImage, end = minI(first + count, (image + 1) * perImage);
+    const int64_t ty0 = (g / tW) % tH, ty1 = ((end - 1) / tW) % tH;
+    segs[n] = WinogradSegment{image * s.inC * s.H * s.W, ty0, g % tW, end - g, g - first, 2 * (ty1 - ty0) + 4, base};
+    base += (ty1 - ty0 + 2) * tW;
+    g = end;
+  }
+  return n;
 }
 
-// e[k] = pair[2k], o[k] = pair[2k + 1] for k in [k0, k1), with unzips; reads
-// nothing past pair[2 * k1 - 1].
+// Most segments a block of Tb tiles can have, and the stream positions they need.
+inline int64_t winogradMaxSegments(const ConvShape& s, int64_t Tb) {
+  return Tb / (((s.outH() + 1) / 2) * ((s.outW() + 1) / 2)) + 2;
+}
+
 template <class V>
-inline void splitRow(const float* pair, int64_t k0, int64_t k1, float* e, float* o) {
-  using Reg = typename V::Reg;
-  constexpr int L = V::kLanes;
-  for (int64_t k = k0; k < k1; k += L) {
-    const int64_t n = 2 * (k1 - k);  // floats left
-    Reg even, odd;
-    if (n >= 2 * L) {
-      V::unzip(V::load(pair + 2 * k), V::load(pair + 2 * k + L), even, odd);
-      V::store(e + k, even);
-      V::store(o + k, odd);
-    } else {
-      const Reg a = n >= L ? V::load(pair + 2 * k) : V::loadPartial(pair + 2 * k, n, 0.0f);
-      const Reg b = n > L ? V::loadPartial(pair + 2 * k + L, n - L, 0.0f) : V::zero();
-      V::unzip(a, b, even, odd);
-      V::storePartial(e + k, even, n / 2);
-      V::storePartial(o + k, odd, n / 2);
-    }
-  }
+int64_t winogradStreamFloats(const ConvShape& s, int64_t Tb) {
+  const int64_t tW = (s.outW() + 1) / 2;
+  // Tile rows touched <= Tb / tW + 2 per segment; one extra row pair each; vector slack.
+  return roundUp(Tb + 4 * winogradMaxSegments(s, Tb) * tW + 2 * V::kLanes, V::kLanes);
+}
+
+// A zero-padded copy of one input row: column x at padW + x, zeros around,
+// long enough for the unzips of both tap pairs.
+template <class V>
+int64_t winogradRowFloats(const ConvShape& s) {
+  const int64_t tW = (s.outW() + 1) / 2;
+  return roundUp(2 + 2 * roundUp(tW, V::kLanes) + 2 * V::kLanes + s.W + s.padW, V::kLanes);
 }
 
 // V_xi[ic][j] = (B^T d B)[xi] for the block's tiles, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
 // xi planes `xiStride` floats apart. Tap column c of tile tx is input column
-// 2*tx + c - padW: the input rows are split into even and odd columns once
-// (unzips, zeros off the plane), after which every tap of a run is a
-// unit-stride vector load and the run's tiles fill the lanes. Lanes past a run's end read
-// what is left in `split` (zeroed once per call, so always finite) and are
-// never stored.
+// 2*tx + c - padW. Each input row of a segment is split once (unzips of a
+// zero-padded copy) into four streams, the columns 2tx, 2tx+1, 2tx+2, 2tx+3
+// of the copy for tx in [0, tW), and row i of the segment is stored at
+// position base + (i/2)*tW of stream parity i%2. Then tap row r of the
+// segment's tiles, in block order, is the contiguous range starting at
+// base + (r/2)*tW + tx0 of parity r%2: the transform runs on whole vectors of
+// tiles across tile rows. Lanes past a segment's end read other rows or what
+// the buffers held before (zeroed once per call, so always finite) and are
+// never stored; a row's whole-vector stores spill onto the next rows' places,
+// which are written afterwards.
 template <class V>
-void winogradInputTransform(const ConvShape& s, const float* input, const WinogradRun* runs, int64_t runCount,
-                            const int64_t* rowY, int64_t rowCount, int64_t count, int64_t ld, int64_t xiStride,
-                            int64_t rowFloats, float* split, float* Vb) {
+void winogradInputTransform(const ConvShape& s, const float* input, const WinogradSegment* segs, int64_t segCount,
+                            int64_t count, int64_t ld, int64_t xiStride, int64_t streamFloats, int64_t rowFloats, float* rowCopies,
+                            float* streams, float* Vb) {
   using Reg = typename V::Reg;
   constexpr int L = V::kLanes;
   const int64_t plane = s.H * s.W, W = s.W, K = s.inC, tW = (s.outW() + 1) / 2;
-  // Columns k in [kLo, kHi) have both taps on the plane; the loop over them
-  // has no conditions.
-  const int64_t x0 = -s.padW;
-  const int64_t kLo = minI(tW + 1, (s.padW + 1) / 2);
-  const int64_t kHi = W - 2 - x0 < 0 ? kLo : maxI(kLo, minI(tW + 1, (W - 2 - x0) / 2 + 1));
-  // Channel ic + 1 is split (into the other half of `split`) before channel
-  // ic is transformed, so its loads never wait on the stores just made.
-  const int64_t half = rowCount * 2 * rowFloats;
+  // streams: [buffer][parity][E0, O0, E1, O1][streamFloats]. Channel ic + 1
+  // is split (into the other buffer) before channel ic is transformed, so its
+  // loads never wait on the stores just made.
+  const int64_t parityFloats = 4 * streamFloats, bufferFloats = 2 * parityFloats;
+  // Copies first (all rows), unzips second: an unzip's loads would otherwise
+  // wait on the partial store of the copy just made.
   const auto splitChannel = [&](int64_t ic, float* dst) {
-    for (int64_t i = 0; i < rowCount; ++i) {
-      float* __restrict e = dst + i * 2 * rowFloats;
-      float* __restrict o = e + rowFloats;
-      if (rowY[i] < 0) {
-        for (int64_t k = 0; k <= tW; ++k) e[k] = o[k] = 0.0f;
-        continue;
+    float* copy = rowCopies;
+    for (int64_t q = 0; q < segCount; ++q) {
+      const WinogradSegment& seg = segs[q];
+      const float* planeIn = input + seg.image + ic * plane;
+      for (int64_t i = 0; i < seg.rows; ++i, copy += rowFloats) {
+        const int64_t y = 2 * seg.ty0 - s.padH + i;
+        if (y >= 0 && y < s.H) copyFloats<V>(copy + s.padW, planeIn + y * W, W);
       }
-      const float* __restrict row = input + rowY[i] + ic * plane;
-      const auto edge = [&](int64_t k) {
-        const int64_t x = x0 + 2 * k;
-        e[k] = x >= 0 && x < W ? row[x] : 0.0f;
-        o[k] = x + 1 >= 0 && x + 1 < W ? row[x + 1] : 0.0f;
-      };
-      for (int64_t k = 0; k < kLo; ++k) edge(k);
-      splitRow<V>(row + x0, kLo, kHi, e, o);
-      for (int64_t k = kHi; k <= tW; ++k) edge(k);
+    }
+    copy = rowCopies;
+    for (int64_t q = 0; q < segCount; ++q) {
+      const WinogradSegment& seg = segs[q];
+      for (int64_t i = 0; i < seg.rows; ++i, copy += rowFloats) {
+        float* __restrict e0 = dst + (i & 1) * parityFloats + seg.base + (i >> 1) * tW;
+        const int64_t y = 2 * seg.ty0 - s.padH + i;
+        if (y < 0 || y >= s.H) {
+          for (int64_t k = 0; k < tW; k += L)
+            for (int a = 0; a < 4; ++a) V::store(e0 + a * streamFloats + k, V::zero());
+          continue;
+        }
+        for (int64_t k = 0; k < tW; k += L) {
+          Reg even, odd;
+          V::unzip(V::load(copy + 2 * k), V::load(copy + 2 * k + L), even, odd);
+          V::store(e0 + k, even);
+          V::store(e0 + streamFloats + k, odd);
+          V::unzip(V::load(copy + 2 + 2 * k), V::load(copy + 2 + 2 * k + L), even, odd);
+          V::store(e0 + 2 * streamFloats + k, even);
+          V::store(e0 + 3 * streamFloats + k, odd);
+        }
+      }
     }
   };
-  splitChannel(0, split);
+  splitChannel(0, streams);
   for (int64_t ic = 0; ic < K; ++ic) {
-    const float* cur = split + (ic & 1) * half;
-    if (ic + 1 < K) splitChannel(ic + 1, split + ((ic + 1) & 1) * half);
-    for (int64_t q = 0; q < runCount; ++q) {
-      const WinogradRun& run = runs[q];
-      for (int64_t c = 0; c < run.len; c += L) {
-        // d[r][col]: col 0 = even[k], 1 = odd[k], 2 = even[k + 1], 3 = odd[k + 1]
+    const float* cur = streams + (ic & 1) * bufferFloats;
+    if (ic + 1 < K) splitChannel(ic + 1, streams + ((ic + 1) & 1) * bufferFloats);
+    for (int64_t q = 0; q < segCount; ++q) {
+      const WinogradSegment& seg = segs[q];
+      for (int64_t c = 0; c < seg.len; c += L) {
         Reg d[4][4];
 #pragma GCC unroll 4
         for (int r = 0; r < 4; ++r) {
-          const float* e = cur + run.row[r] * 2 * rowFloats + run.tx0 + c;
-          d[r][0] = V::load(e);
-          d[r][1] = V::load(e + rowFloats);
-          d[r][2] = V::load(e + 1);
-          d[r][3] = V::load(e + rowFloats + 1);
+          const float* e = cur + (r & 1) * parityFloats + seg.base + (r >> 1) * tW + seg.tx0 + c;
+#pragma GCC unroll 4
+          for (int col = 0; col < 4; ++col) d[r][col] = V::load(e + col * streamFloats);
         }
         Reg v[4][4];
         winogradInputTile<V>(d, v);
-        float* dst = Vb + ic * ld + run.j + c;
-        const int64_t lanes = minI(L, run.len - c);
+        float* dst = Vb + ic * ld + seg.j + c;
+        const int64_t lanes = minI(L, seg.len - c);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
 #pragma GCC unroll 4
@@ -346,11 +354,16 @@ void winogradConv(const ConvShape& s, const WinogradWeights& wt, const float* in
   // output transform run back to back while it is cache-hot, and V is the
   // only large buffer a block keeps in L2.
   const int64_t vStride = K * Tb + 16, mStride = MR * Tb + 16;
-  // A block has at most Tb runs, each adding at most 4 split rows.
+  // A block has at most Tb runs.
   const int64_t runFloats = roundUp(Tb * int64_t(sizeof(WinogradRun) / sizeof(float)), 16);
-  const int64_t rowYFloats = roundUp(4 * Tb * 2, 16);
-  const int64_t rowFloats = winogradSplitRow<V>(s), splitFloats = roundUp(2 * 4 * Tb * 2 * rowFloats, 16);
-  const int64_t perThread = 16 * (vStride + mStride) + runFloats + rowYFloats + splitFloats + MR * 4 * Tb + 16;
+  const int64_t maxSegs = winogradMaxSegments(s, Tb);
+  const int64_t segFloats = roundUp(maxSegs * int64_t(sizeof(WinogradSegment) / sizeof(float)), 16);
+  const int64_t streamFloats = winogradStreamFloats<V>(s, Tb), rowFloats = winogradRowFloats<V>(s);
+  const int64_t streamsFloats = 16 * streamFloats;  // 2 buffers x 2 parities x 4 streams
+  // Rows split per block: 2 * (tile rows touched + 1) per segment.
+  const int64_t rowCopyFloats = (2 * (Tb / ((s.outW() + 1) / 2) + 3 * maxSegs) + 2) * rowFloats;
+  const int64_t perThread =
+      16 * (vStride + mStride) + runFloats + segFloats + rowCopyFloats + streamsFloats + MR * 4 * Tb + 16;
   float* packedA = static_cast<float*>(scratchBytes(sizeof(float) * (16 * panelFloats + threads * perThread)));
   float* work = packedA + 16 * panelFloats;
   parallelForEach(0, M, ceilDiv(M, threads), [&](int64_t lo, int64_t hi) {
@@ -363,20 +376,22 @@ void winogradConv(const ConvShape& s, const WinogradWeights& wt, const float* in
       float* Vb = work + t * perThread;
       float* Mb = Vb + 16 * vStride;
       WinogradRun* runs = reinterpret_cast<WinogradRun*>(Mb + 16 * mStride);
-      int64_t* rowY = reinterpret_cast<int64_t*>(Mb + 16 * mStride + runFloats);
-      float* split = Mb + 16 * mStride + runFloats + rowYFloats;
-      float* yBlock = split + splitFloats;
-      for (int64_t i = 0; i < splitFloats; ++i) split[i] = 0.0f;
+      WinogradSegment* segs = reinterpret_cast<WinogradSegment*>(Mb + 16 * mStride + runFloats);
+      float* rowCopies = Mb + 16 * mStride + runFloats + segFloats;
+      float* streams = rowCopies + rowCopyFloats;
+      float* yBlock = streams + streamsFloats;
+      for (int64_t i = 0; i < rowCopyFloats + streamsFloats; ++i) rowCopies[i] = 0.0f;
       for (int64_t b = blocks * t / threads; b < blocks * (t + 1) / threads; ++b) {
         const int64_t first = b * Tb, count = minI(Tb, tiles - first);
-        int64_t rowCount = 0;
-        const int64_t runCount = winogradRuns(s, first, count, runs, rowY, &rowCount);
+        const int64_t runCount = winogradRuns(s, first, count, runs);
+        const int64_t segCount = winogradSegments(s, first, count, segs);
         // The split walks the block's images channel by channel, jumping
         // between planes faster than the hardware prefetchers follow: fetch
         // the images up front (~3% on conv2 with cold caches).
-        for (const float* p = input + runs[0].image; p < input + runs[runCount - 1].image + imageFloats; p += 16)
+        for (const float* p = input + segs[0].image; p < input + segs[segCount - 1].image + imageFloats; p += 16)
           __builtin_prefetch(p, 0, 3);
-        winogradInputTransform<V>(s, input, runs, runCount, rowY, rowCount, count, Tb, vStride, rowFloats, split, Vb);
+        winogradInputTransform<V>(s, input, segs, segCount, count, Tb, vStride, streamFloats, rowFloats, rowCopies,
+                                  streams, Vb);
         for (int64_t i0 = 0; i0 < M; i0 += MR) {
           for (int xi = 0; xi < 16; ++xi)
             for (int64_t k0 = 0; k0 < K; k0 += kc) {
