@@ -7,7 +7,12 @@
 // channel index repeats with period C, so they need no per-row tail handling
 // and every store lands on a vector boundary (which non-temporal stores need).
 #pragma once
+#include <atomic>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 #include <cstdint>
+#include <thread>
 #include <type_traits>
 
 #include "../scratch.h"
@@ -203,6 +208,78 @@ inline void walkPeriodicGridBackwards(Stream stream, float* out, int64_t head, i
   }
 }
 
+// The same when C is a multiple of L but too many vectors for every
+// position's constants to stay in registers: vector v shares its channels
+// with v + C / L, so each position's constants are gathered once for `rows`
+// rows instead of once per vector.
+template <int rows, class V, class Stream, class At, class Apply>
+inline void walkRowsGridBackwards(Stream stream, float* out, int64_t head, int64_t channels, int64_t v0, int64_t v1,
+                                  At at, Apply apply) {
+  constexpr int64_t L = V::kLanes;
+  const int64_t period = channels / L, chunk = period * rows;
+  const int64_t whole = v0 + (v1 - v0) / chunk * chunk;
+  walkGridBackwards<V>(stream, out, head, channels, whole, v1, at, apply);
+  for (int64_t base = whole - chunk; base >= v0; base -= chunk) {
+    for (int64_t k = period - 1; k >= 0; --k) {
+      const auto consts = at((head + (base + k) * L) % channels);
+      for (int r = rows - 1; r >= 0; --r) {
+        const int64_t i = head + (base + r * period + k) * L;
+        storeGrid<V>(stream, out + i, apply(simd::Full{}, i, L, consts));
+      }
+    }
+  }
+}
+
+// Where the alignment grid of out[0, length) starts and how many whole vectors it holds.
+struct Grid {
+  int64_t head, vectors, tailStart;
+  bool stream;
+};
+
+template <class V>
+inline Grid gridOf(const float* out, int64_t length, bool stream) {
+  Grid g;
+  g.head = gridHead<V>(out);
+  g.stream = stream && reinterpret_cast<uintptr_t>(out) % sizeof(float) == 0;
+  if (g.head > length) g.head = length;
+  g.vectors = (length - g.head) / V::kLanes;
+  g.tailStart = g.head + g.vectors * V::kLanes;
+  return g;
+}
+
+// Vectors [v0, v1) of the grid, walked backwards, and the masked head and
+// tail when asked for. Streaming stores are fenced here.
+template <class V, bool shareAcrossRows = false, class At, class Apply>
+inline void mapGridRange(float* out, int64_t length, int64_t channels, const Grid& grid, int64_t v0, int64_t v1,
+                         bool withHead, bool withTail, const At& at, const Apply& apply) {
+  constexpr int64_t L = V::kLanes;
+  const int64_t head = grid.head;
+  const int64_t period = channels % L == 0 ? channels / L : 0;
+  if (v0 < v1) {
+    withFlag(grid.stream, [&](auto s) {
+      switch (period) {
+        case 1: walkPeriodicGridBackwards<1, V>(s, out, head, channels, v0, v1, at, apply); break;
+        case 2: walkPeriodicGridBackwards<2, V>(s, out, head, channels, v0, v1, at, apply); break;
+        case 3: walkPeriodicGridBackwards<3, V>(s, out, head, channels, v0, v1, at, apply); break;
+        case 4: walkPeriodicGridBackwards<4, V>(s, out, head, channels, v0, v1, at, apply); break;
+        default:
+          if (shareAcrossRows && period > 4) {
+            walkRowsGridBackwards<4, V>(s, out, head, channels, v0, v1, at, apply);
+          } else {
+            walkGridBackwards<V>(s, out, head, channels, v0, v1, at, apply);
+          }
+          break;
+      }
+    });
+  }
+  if (withHead && head > 0) V::storePartial(out, apply(simd::Tail{}, 0, head, at(0)), head);
+  if (withTail && grid.tailStart < length) {
+    const int64_t t = grid.tailStart;
+    V::storePartial(out + t, apply(simd::Tail{}, t, length - t, at(t % channels)), length - t);
+  }
+  if (grid.stream) V::streamFence();
+}
+
 // Writes out[0, length) of a channels-last tensor (at and apply: see
 // ChannelRegs). Vectors are placed on out's alignment grid (one masked head and
 // tail), so stores never split cache lines and, with `stream`, go out
@@ -213,35 +290,13 @@ template <class V, class At, class Apply>
 inline void mapChannelsLast(float* out, int64_t length, int64_t channels, bool stream, const At& at,
                             const Apply& apply) {
   constexpr int64_t L = V::kLanes;
-  int64_t head = gridHead<V>(out);
-  if (reinterpret_cast<uintptr_t>(out) % sizeof(float) != 0) stream = false;
-  if (head > length) head = length;
-  const int64_t vectors = (length - head) / L;
-  const int64_t tailStart = head + vectors * L;
-  auto edges = [&](bool first, bool last) {
-    if (first && head > 0) V::storePartial(out, apply(simd::Tail{}, 0, head, at(0)), head);
-    if (last && tailStart < length) {
-      V::storePartial(out + tailStart, apply(simd::Tail{}, tailStart, length - tailStart, at(tailStart % channels)),
-                      length - tailStart);
-    }
-  };
-  if (vectors == 0) {
-    edges(true, true);
+  const Grid grid = gridOf<V>(out, length, stream);
+  if (grid.vectors == 0) {
+    mapGridRange<V>(out, length, channels, grid, 0, 0, true, true, at, apply);
     return;
   }
-  const int64_t period = channels % L == 0 ? channels / L : 0;
-  parallelForEach(0, vectors, kMinElementsPerThread / L + 1, [&](int64_t v0, int64_t v1) {
-    withFlag(stream, [&](auto s) {
-      switch (period) {
-        case 1: walkPeriodicGridBackwards<1, V>(s, out, head, channels, v0, v1, at, apply); break;
-        case 2: walkPeriodicGridBackwards<2, V>(s, out, head, channels, v0, v1, at, apply); break;
-        case 3: walkPeriodicGridBackwards<3, V>(s, out, head, channels, v0, v1, at, apply); break;
-        case 4: walkPeriodicGridBackwards<4, V>(s, out, head, channels, v0, v1, at, apply); break;
-        default: walkGridBackwards<V>(s, out, head, channels, v0, v1, at, apply); break;
-      }
-    });
-    edges(v0 == 0, v1 == vectors);
-    if (stream) V::streamFence();
+  parallelForEach(0, grid.vectors, kMinElementsPerThread / L + 1, [&](int64_t v0, int64_t v1) {
+    mapGridRange<V>(out, length, channels, grid, v0, v1, v0 == 0, v1 == grid.vectors, at, apply);
   });
 }
 
@@ -465,15 +520,79 @@ void groupGradientSums(Relu relu, const BnBackwardArgs& a, const PeriodicAffine&
       constexpr int vectors = decltype(vectorCount)::value;
       alignas(64) float sums[2][4 * L];
       blockGradientSums<V, vectors>(relu, a.x, a.dy, channels, r0, r1, c0, lastValid, consts, sums[0], sums[1]);
-      const int64_t width = (vectors - 1) * L + lastValid;
       double* dy = sumDy + c0;
       double* dyXc = sumDyXc + c0;
-      for (int64_t j = 0; j < width; ++j) {
-        dy[j] = (r0 == first ? 0.0 : dy[j]) + sums[0][j];
-        dyXc[j] = (r0 == first ? 0.0 : dyXc[j]) + sums[1][j];
+      // With a compile-time width (full blocks) these loops become a few
+      // vector conversions and adds instead of one scalar step per channel.
+      auto add = [&](auto width) {
+        if (r0 == first) {
+          for (int64_t j = 0; j < width; ++j) {
+            dy[j] = 0.0 + sums[0][j];  // as the sums below: -0.0 becomes +0.0
+            dyXc[j] = 0.0 + sums[1][j];
+          }
+        } else {
+          for (int64_t j = 0; j < width; ++j) {
+            dy[j] += sums[0][j];
+            dyXc[j] += sums[1][j];
+          }
+        }
+      };
+      if (lastValid == L) {
+        add(std::integral_constant<int64_t, vectors * L>{});
+      } else {
+        add((vectors - 1) * L + lastValid);
       }
     });
   });
+}
+
+// Backward runs as one parallel region. Block b of the region owns a fixed
+// run of groups (the same split every call, so a thread tends to meet the
+// lines it touched last time in its own cache): it reduces them in order,
+// then helps the other blocks with theirs. Whoever finishes the last group
+// merges the records (in group order, as before) and derives the
+// coefficients; then each block writes dx for its own groups, last first,
+// while they are still in its cache, and then for groups nobody has taken
+// yet. Threads only ever wait for work a running thread has already claimed,
+// so the region cannot deadlock when the pool runs its blocks one after
+// another on a single thread.
+struct BackwardSchedule {
+  static constexpr int64_t kMaxBlocks = RowGroups::kMaxGroups;
+  int64_t blocks, groupCount;
+  std::atomic<int64_t> next[kMaxBlocks];
+  std::atomic<int64_t> reducedGroups{0};
+  std::atomic<bool> ready{false};
+  std::atomic<bool> written[RowGroups::kMaxGroups];
+  BackwardSchedule(int64_t blockCount, int64_t groups) : blocks(blockCount), groupCount(groups) {
+    for (int64_t b = 0; b < blocks; ++b) next[b].store(first(b), std::memory_order_relaxed);
+    for (int64_t g = 0; g < groupCount; ++g) written[g].store(false, std::memory_order_relaxed);
+  }
+  int64_t first(int64_t block) const { return groupCount * block / blocks; }
+  // The next unreduced group of `block`'s run, or -1.
+  int64_t claim(int64_t block) {
+    const int64_t g = next[block].fetch_add(1, std::memory_order_relaxed);
+    return g < first(block + 1) ? g : -1;
+  }
+  bool claimWrite(int64_t group) { return !written[group].exchange(true, std::memory_order_relaxed); }
+};
+
+// The wait is for at most one group per thread (microseconds), so a short
+// spin covers it; past that the thread being waited for is most likely not
+// running (a busy machine, possibly on this very core), and spinning on would
+// only keep it off the core: a pause takes about 25 ns on Zen 5, and the
+// pool's idle-worker spin (16K pauses) would burn 400 us.
+inline void waitFor(const std::atomic<bool>& flag) {
+  for (int spin = 0; !flag.load(std::memory_order_acquire); ++spin) {
+    if (spin < 512) {
+#if defined(__x86_64__) || defined(_M_X64)
+      _mm_pause();
+#elif defined(__aarch64__)
+      __asm__ __volatile__("yield");
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 template <class V>
@@ -491,56 +610,90 @@ void backwardRows(const BnBackwardArgs& a) {
   fillPeriodic<V>(consts.mean, channels, [&](int64_t c) { return a.mean[c]; });
   fillPeriodic<V>(consts.scale, channels, [&](int64_t c) { return channelScale(a.gamma, c, a.invstd[c]); });
   fillPeriodic<V>(consts.beta, channels, [&](int64_t c) { return channelBeta(a.beta, c); });
-  withFlag(a.relu, [&](auto relu) {
-    parallelForEach(0, groups.count, groups.grain(channels), [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) {
-        groupGradientSums<V>(relu, a, consts, groups, g, records + 2 * g * channels,
-                             records + (2 * g + 1) * channels);
-      }
-    });
-  });
   // Summed in group order: the same for any thread count.
-  double* sumDy = records;
-  double* sumDyXc = records + channels;
-  for (int64_t g = 1; g < groups.count; ++g) {
-    const double* dy = records + 2 * g * channels;
-    const double* dyXc = dy + channels;
-    for (int64_t c = 0; c < channels; ++c) {
-      sumDy[c] += dy[c];
-      sumDyXc[c] += dyXc[c];
+  auto finish = [&] {
+    double* sumDy = records;
+    double* sumDyXc = records + channels;
+    for (int64_t g = 1; g < groups.count; ++g) {
+      const double* dy = records + 2 * g * channels;
+      const double* dyXc = dy + channels;
+      for (int64_t c = 0; c < channels; ++c) {
+        sumDy[c] += dy[c];
+        sumDyXc[c] += dyXc[c];
+      }
     }
+    const double count = static_cast<double>(rows);
+    for (int64_t c = 0; c < channels; ++c) {
+      const GradCoefficients g = gradCoefficients(a, c, sumDy[c], sumDyXc[c], count);
+      kArr[c] = g.k;
+      bArr[c] = g.b;
+      c0Arr[c] = g.c0;
+    }
+    if (!a.dx) return;
+    float* const gradientConstants[] = {kArr, bArr, c0Arr};
+    for (float* arr : gradientConstants) fillPeriodic<V>(arr, channels, [&](int64_t c) { return arr[c]; });
+  };
+  const int64_t length = l.elements();
+  const Grid grid = gridOf<V>(a.dx, length, streamRows(l));
+  // The grid vectors of group g: those starting in its rows.
+  auto firstVector = [&](int64_t g) {
+    if (g >= groups.count) return grid.vectors;
+    const int64_t e = groups.begin(g) * channels - grid.head;
+    const int64_t v = e <= 0 ? 0 : (e + V::kLanes - 1) / V::kLanes;
+    return v < grid.vectors ? v : grid.vectors;
+  };
+  if (groups.count == 0) {
+    finish();
+    return;
   }
-  const double count = static_cast<double>(rows);
-  for (int64_t c = 0; c < channels; ++c) {
-    const GradCoefficients g = gradCoefficients(a, c, sumDy[c], sumDyXc[c], count);
-    kArr[c] = g.k;
-    bArr[c] = g.b;
-    c0Arr[c] = g.c0;
-  }
-  if (!a.dx) return;
-  float* const gradientConstants[] = {kArr, bArr, c0Arr};
-  for (float* arr : gradientConstants) fillPeriodic<V>(arr, channels, [&](int64_t c) { return arr[c]; });
+  const int64_t grain = groups.grain(channels);
+  const int64_t wanted = (groups.count + grain - 1) / grain;
+  const int64_t workers = wanted < numThreads() ? wanted : numThreads();
+  BackwardSchedule schedule(workers, groups.count);
   using Reg = typename V::Reg;
   const float* x = a.x;
   const float* dy = a.dy;
-  // Gathered per vector position: k, b, c0, mean, then scale and beta for the ReLU mask.
   withFlag(a.relu, [&](auto reluFlag) {
     constexpr bool relu = decltype(reluFlag)::value;
+    // Gathered per vector position: k, b, c0, mean, then scale and beta for the ReLU mask.
     using Consts = ChannelRegs<V, relu ? 6 : 4>;
-    mapChannelsLast<V>(
-        a.dx, l.elements(), channels, streamRows(l),
-        [=](int64_t c) {
-          Consts k;
-          const float* from[] = {kArr, bArr, c0Arr, consts.mean, consts.scale, consts.beta};
-          for (int j = 0; j < (relu ? 6 : 4); ++j) k.v[j] = V::load(from[j] + c);
-          return k;
-        },
-        [=](auto full, int64_t i, int64_t valid, const Consts& k) {
-          const Reg xv = loadN<V>(full, x + i, valid, 0.0f);
-          Reg dyv = loadN<V>(full, dy + i, valid, 0.0f);
-          if constexpr (relu) dyv = V::selectPositive(affine<V>(xv, k.v[3], k.v[4], k.v[5]), dyv);
-          return V::fma(k.v[0], dyv, V::fma(k.v[1], V::sub(xv, k.v[3]), k.v[2]));
-        });
+    auto at = [=](int64_t c) {
+      Consts k;
+      const float* from[] = {kArr, bArr, c0Arr, consts.mean, consts.scale, consts.beta};
+      for (int j = 0; j < (relu ? 6 : 4); ++j) k.v[j] = V::load(from[j] + c);
+      return k;
+    };
+    auto apply = [=](auto full, int64_t i, int64_t valid, const Consts& k) {
+      const Reg xv = loadN<V>(full, x + i, valid, 0.0f);
+      Reg dyv = loadN<V>(full, dy + i, valid, 0.0f);
+      if constexpr (relu) dyv = V::selectPositive(affine<V>(xv, k.v[3], k.v[4], k.v[5]), dyv);
+      return V::fma(k.v[0], dyv, V::fma(k.v[1], V::sub(xv, k.v[3]), k.v[2]));
+    };
+    auto writeGroups = [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g1 - 1; g >= g0; --g) {
+        if (schedule.claimWrite(g)) {
+          mapGridRange<V, true>(a.dx, length, channels, grid, firstVector(g), firstVector(g + 1), g == 0,
+                                g == groups.count - 1, at, apply);
+        }
+      }
+    };
+    parallelForEach(0, workers, 1, [&](int64_t self, int64_t) {
+      for (int64_t k = 0; k < workers; ++k) {
+        const int64_t block = (self + k) % workers;
+        for (int64_t g; (g = schedule.claim(block)) >= 0;) {
+          groupGradientSums<V>(reluFlag, a, consts, groups, g, records + 2 * g * channels,
+                               records + (2 * g + 1) * channels);
+          if (schedule.reducedGroups.fetch_add(1, std::memory_order_acq_rel) + 1 == groups.count) {
+            finish();
+            schedule.ready.store(true, std::memory_order_release);
+          }
+        }
+      }
+      if (!a.dx) return;
+      waitFor(schedule.ready);
+      writeGroups(schedule.first(self), schedule.first(self + 1));
+      writeGroups(0, groups.count);
+    });
   });
 }
 
