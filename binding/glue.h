@@ -35,18 +35,42 @@ inline std::string describe(const Napi::Value& v) {
   throw Napi::RangeError::New(env, message);
 }
 
-// A Float32Array of exactly `length` elements (any length when length < 0).
-inline float* floats(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
+// The typed array each element type travels in, and its name for messages.
+template <class T>
+struct TypedArrayOf;
+template <>
+struct TypedArrayOf<float> {
+  static constexpr napi_typedarray_type kType = napi_float32_array;
+  static constexpr const char* kName = "a Float32Array";
+};
+template <>
+struct TypedArrayOf<int32_t> {
+  static constexpr napi_typedarray_type kType = napi_int32_array;
+  static constexpr const char* kName = "an Int32Array";
+};
+template <>
+struct TypedArrayOf<uint8_t> {
+  static constexpr napi_typedarray_type kType = napi_uint8_array;
+  static constexpr const char* kName = "a Uint8Array";
+};
+
+// A typed array of T with exactly `length` elements (any length when length < 0).
+template <class T>
+T* typedArray(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
   const Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    throwType(info.Env(), std::string(name) + " must be a Float32Array, got " + describe(v));
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TypedArrayOf<T>::kType) {
+    throwType(info.Env(), std::string(name) + " must be " + TypedArrayOf<T>::kName + ", got " + describe(v));
   }
-  auto array = v.As<Napi::Float32Array>();
+  auto array = v.As<Napi::TypedArrayOf<T>>();
   if (length >= 0 && static_cast<int64_t>(array.ElementLength()) != length) {
     throwRange(info.Env(), std::string(name) + " has " + std::to_string(array.ElementLength()) +
                                " elements, expected " + std::to_string(length));
   }
   return array.Data();
+}
+
+inline float* floats(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
+  return typedArray<float>(info, i, name, length);
 }
 
 // Like floats(), but null/undefined gives nullptr.

@@ -13,16 +13,7 @@ namespace {
 std::string str(int64_t v) { return std::to_string(v); }
 
 int32_t* int32s(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
-  const Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    throwType(info.Env(), std::string(name) + " must be an Int32Array, got " + describe(v));
-  }
-  auto array = v.As<Napi::Int32Array>();
-  if (static_cast<int64_t>(array.ElementLength()) != length) {
-    throwRange(info.Env(), std::string(name) + " has " + str(array.ElementLength()) + " elements, expected " +
-                               str(length));
-  }
-  return array.Data();
+  return typedArray<int32_t>(info, i, name, length);
 }
 
 // Uint8Array or Int32Array of `batch` labels, each in [0, classes).

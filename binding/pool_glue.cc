@@ -15,16 +15,7 @@ namespace {
 std::string str(int64_t v) { return std::to_string(v); }
 
 uint8_t* bytes(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
-  const Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    throwType(info.Env(), std::string(name) + " must be a Uint8Array, got " + describe(v));
-  }
-  auto array = v.As<Napi::Uint8Array>();
-  if (static_cast<int64_t>(array.ElementLength()) != length) {
-    throwRange(info.Env(), std::string(name) + " has " + str(array.ElementLength()) + " elements, expected " +
-                               str(length));
-  }
-  return array.Data();
+  return typedArray<uint8_t>(info, i, name, length);
 }
 
 // batch, channels, H, W at info[first..first+3]; H and W must hold one window.
