@@ -309,18 +309,22 @@ describe('fused BatchNorm2d + MaxPool2d(2) kernels', () => {
   });
 
   it('gives the same bits for 1, 2 and 3 threads', () => {
+    // 14x14 planes take the channel-wise plan, 28x28 ones the flat-planes plan.
+    const shapes: Shape[] = [[64, 32, 14, 14], [8, 16, 28, 28]];
     forEachIsa((isa) => {
-      const shape: Shape = [64, 32, 14, 14];
-      const x = normalArray(64 * 32 * 196, 100), p = params(32, 101, true, true), dy = normalArray(outLength(shape), 102);
-      const runs = [1, 2, 3].map((t) => {
-        native.setNumThreads(t);
-        return runFused(x, shape, p, dy);
-      });
-      native.setNumThreads(initialThreads);
-      for (const r of runs.slice(1)) {
-        expectSame(r.pooled, runs[0].pooled, isa);
-        expectSame(r.dx, runs[0].dx, isa);
-        expectSame(r.dgamma, runs[0].dgamma, isa);
+      for (const shape of shapes) {
+        const [n, c, h, w] = shape;
+        const x = normalArray(n * c * h * w, 100), p = params(c, 101, true, true), dy = normalArray(outLength(shape), 102);
+        const runs = [1, 2, 3].map((t) => {
+          native.setNumThreads(t);
+          return runFused(x, shape, p, dy);
+        });
+        native.setNumThreads(initialThreads);
+        for (const r of runs.slice(1)) {
+          expectSame(r.pooled, runs[0].pooled, isa);
+          expectSame(r.dx, runs[0].dx, isa);
+          expectSame(r.dgamma, runs[0].dgamma, isa);
+        }
       }
     });
   });

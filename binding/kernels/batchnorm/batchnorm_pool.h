@@ -1,11 +1,13 @@
 // BatchNorm2d (+ ReLU) followed by MaxPool2d(2), fused on the planar layout.
 // The unfused pair writes the full-size normalized tensor, reads it back to
 // pool, and in backward writes and re-reads a full-size gradient that is
-// three-quarters zeros. Here forward reads x twice per channel (statistics,
-// then normalize + pool while the channel is still in L2) and writes only
-// pooled-size arrays: the output, a byte per window, and the input value each
-// window picked. Backward takes its per-channel sums from those pooled-size
-// arrays alone, then reads x once more to write dx.
+// three-quarters zeros. Here forward reads x twice (statistics, then
+// normalize + pool) and writes only pooled-size arrays: the output, a byte per
+// window, and the input value each window picked. Backward takes its
+// per-channel sums from those pooled-size arrays alone, then reads x once more
+// to write dx. Both follow the plain batch norm's plan for the shape: channel
+// by channel (each still in L2 for its second pass), or plane by plane in
+// memory order for long planes (see usesFlatPlanes).
 //
 // The saving is memory traffic: when the full-size tensors would stay in the
 // last-level cache anyway (MNIST's 6.4 MB on a 32 MB L3, hot), the fused pass
@@ -121,37 +123,69 @@ void normalizeAndPoolChannel(const BnLayout& l, const BnPoolShape& s, int64_t c,
   });
 }
 
-template <class V>
-void forwardTrainPool(const BnPoolForwardTrainArgs& p) {
-  const BnForwardTrainArgs& a = p.bn;
-  const BnLayout& l = a.layout;
-  const PlanarChunks plan(l.batch, l.spatial);
-  // The statistics must be those of the unfused kernel, bit for bit.
-  const bool flat = usesFlatPlanes(l);
-  if (flat) flatPlaneStatistics<V>(a);
+// Normalizes and pools every channel; constants(c, &mean, &scale, &beta).
+// Flat-planes tensors (usesFlatPlanes) go plane by plane in memory order, as
+// their statistics pass read them; the others channel by channel, each
+// channel still in L2 from its statistics.
+template <class V, class Constants>
+void normalizeAndPoolAll(const BnLayout& l, const BnPoolShape& s, const float* x, bool relu, float* pooled,
+                         uint8_t* window, float* picked, Constants&& constants) {
+  if (usesFlatPlanes(l)) {
+    const BnLayout plane{1, l.channels, l.spatial, false};
+    const int64_t outPlane = s.outH() * s.outW();
+    parallelForEach(0, l.batch * l.channels, kMinElementsPerThread / l.spatial + 1, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t n = q / l.channels, c = q % l.channels, out = n * l.channels * outPlane;
+        float mean, scale, beta;
+        constants(c, &mean, &scale, &beta);
+        normalizeAndPoolChannel<V>(plane, s, c, x + n * l.channels * l.spatial, mean, scale, beta, relu,
+                                   pooled + out, window + out, picked + out);
+      }
+    });
+    return;
+  }
   parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      if (!flat) {
-        finishChannelStats<V>(a, c, planarChannelMoments<V>(a.x + c * l.spatial, l.channels * l.spatial, plan));
-      }
-      normalizeAndPoolChannel<V>(l, p.shape, c, a.x, a.saveMean[c], channelScale(a.gamma, c, a.saveInvstd[c]),
-                                 channelBeta(a.beta, c), a.relu, p.pooled, p.window, p.picked);
+      float mean, scale, beta;
+      constants(c, &mean, &scale, &beta);
+      normalizeAndPoolChannel<V>(l, s, c, x, mean, scale, beta, relu, pooled, window, picked);
     }
   });
 }
 
 template <class V>
+void forwardTrainPool(const BnPoolForwardTrainArgs& p) {
+  const BnForwardTrainArgs& a = p.bn;
+  const BnLayout& l = a.layout;
+  // The statistics must be those of the unfused kernel, bit for bit.
+  if (usesFlatPlanes(l)) {
+    flatPlaneStatistics<V>(a);
+  } else {
+    const PlanarChunks plan(l.batch, l.spatial);
+    parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        finishChannelStats<V>(a, c, planarChannelMoments<V>(a.x + c * l.spatial, l.channels * l.spatial, plan));
+      }
+    });
+  }
+  normalizeAndPoolAll<V>(l, p.shape, a.x, a.relu, p.pooled, p.window, p.picked,
+                         [&](int64_t c, float* mean, float* scale, float* beta) {
+                           *mean = a.saveMean[c];
+                           *scale = channelScale(a.gamma, c, a.saveInvstd[c]);
+                           *beta = channelBeta(a.beta, c);
+                         });
+}
+
+template <class V>
 void forwardEvalPool(const BnPoolForwardEvalArgs& p) {
   const BnForwardEvalArgs& a = p.bn;
-  const BnLayout& l = a.layout;
-  parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      // The constants exactly as forwardEval computes them.
-      normalizeAndPoolChannel<V>(l, p.shape, c, a.x, a.mean[c],
-                                 channelScale(a.gamma, c, invstdFromVariance(a.variance[c], a.eps)),
-                                 channelBeta(a.beta, c), a.relu, p.pooled, p.window, p.picked);
-    }
-  });
+  // The constants exactly as forwardEval computes them.
+  normalizeAndPoolAll<V>(a.layout, p.shape, a.x, a.relu, p.pooled, p.window, p.picked,
+                         [&](int64_t c, float* mean, float* scale, float* beta) {
+                           *mean = a.mean[c];
+                           *scale = channelScale(a.gamma, c, invstdFromVariance(a.variance[c], a.eps));
+                           *beta = channelBeta(a.beta, c);
+                         });
 }
 
 // The gradient each window passes on (zero where the ReLU clipped it).
@@ -172,107 +206,170 @@ inline void poolGradRow(const float* x, const float* dyPrime, float* dx, int64_t
   });
 }
 
+// What backward reads and writes for some batch planes: the whole tensor, or
+// one plane of it (batch 1) in the flat-planes plan.
+struct PoolBackwardView {
+  BnLayout l;
+  const float* x;
+  const float* dy;  // pooled-size gradient
+  float* dx;        // nullptr: parameter gradients only
+  const uint8_t* window;
+  const float* picked;
+};
+
+// sum(dy') and sum(dy' * (x - mean)) of channel c over the view. Only the
+// windows' chosen inputs carry gradient, so the sums run over the pooled-size
+// arrays; vector partial sums go to double every kChunkElements windows (a
+// fixed plan: the result does not depend on the threads).
 template <class V>
-void backwardPool(const BnPoolBackwardArgs& p) {
+PlanarGradSums poolGradientSums(const PoolBackwardView& v, const BnPoolShape& s, int64_t c, float mean) {
   using Reg = typename V::Reg;
-  const BnBackwardArgs& a = p.bn;
-  const BnLayout& l = a.layout;
-  const BnPoolShape& s = p.shape;
+  const int64_t outPlane = s.outH() * s.outW();
+  const Reg meanV = V::set1(mean);
+  float g[kPoolBlock];
+  PlanarGradSums sums;
+  Reg accDy[4], accDyXc[4];
+  int64_t pending = 0;
+  const auto flush = [&] {
+    sums.dy += simd::reduceAdd4<V>(accDy);
+    sums.dyXc += simd::reduceAdd4<V>(accDyXc);
+    simd::zero4<V>(accDy);
+    simd::zero4<V>(accDyXc);
+    pending = 0;
+  };
+  simd::zero4<V>(accDy);
+  simd::zero4<V>(accDyXc);
+  for (int64_t n = 0; n < v.l.batch; ++n) {
+    const int64_t plane = (n * v.l.channels + c) * outPlane;
+    if (n + 2 < v.l.batch) prefetchPooledPlane(v.dy, v.window, v.picked, plane + 2 * v.l.channels * outPlane, outPlane);
+    for (int64_t o = plane; o < plane + outPlane; o += kPoolBlock) {
+      const int64_t m = plane + outPlane - o < kPoolBlock ? plane + outPlane - o : kPoolBlock;
+      gatePooledGradient(v.dy + o, v.window + o, m, g);
+      const float* xs = v.picked + o;
+      simd::vectorLoop<V>(m, [&](auto full, int slot, int64_t i, int64_t valid) {
+        const Reg gv = simd::loadN<V>(full, g + i, valid, 0.0f);
+        const Reg xv = simd::loadN<V>(full, xs + i, valid, mean);
+        accDy[slot] = V::add(accDy[slot], gv);
+        accDyXc[slot] = V::fma(gv, V::sub(xv, meanV), accDyXc[slot]);
+      });
+      pending += m;
+      if (pending >= kChunkElements) flush();
+    }
+  }
+  flush();
+  return sums;
+}
+
+// dx of channel c over the view: k * dy' + b * (x - mean) + c0, where dy' is
+// the pooled gradient routed back to each window's chosen input.
+template <class V>
+void poolGradient(const PoolBackwardView& v, const BnPoolShape& s, int64_t c, float mean, GradCoefficients gc) {
+  using Reg = typename V::Reg;
+  const BnLayout& l = v.l;
   const int64_t stride = l.channels * l.spatial, oH = s.outH(), oW = s.outW();
-  const double count = static_cast<double>(l.perChannel());
   // Even H and W with whole planes per piece (at most 4 * kPoolBlock inputs):
   // no input is left uncovered and the planes fit the dense buffer.
   const bool wholeEvenPlanes = s.H % 2 == 0 && s.W % 2 == 0 && oH * oW <= kPoolBlock;
-  parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t ca, int64_t cb) {
-    float top[2 * kPoolBlock], bottom[2 * kPoolBlock], g[kPoolBlock], dyCopy[kPoolBlock], dense[4 * kPoolBlock];
-    uint8_t codeCopy[kPoolBlock];
-    for (int64_t c = ca; c < cb; ++c) {
-      const ChannelPlanes at{l.channels, c, oH * oW, oW};
-      const float* xc = a.x + c * l.spatial;
-      // A piece's pooled gradient and window codes, contiguous.
-      const auto pooledGradient = [&](const PoolPiece& piece, const float** dy, const uint8_t** code) {
-        if (piece.planes == 1) {
-          *dy = a.dy + at.offset(piece);
-          *code = p.window + at.offset(piece);
-          return;
-        }
-        for (int64_t q = 0; q < piece.planes; ++q) {
-          const int64_t o = ((piece.plane + q) * l.channels + c) * at.outPlane;
-          copyRow<V>(a.dy + o, dyCopy + q * at.outPlane, at.outPlane);
-          std::memcpy(codeCopy + q * at.outPlane, p.window + o, static_cast<size_t>(at.outPlane));
-        }
-        *dy = dyCopy;
-        *code = codeCopy;
-      };
-      const float mean = a.mean[c];
-      const Reg meanV = V::set1(mean);
-      // Only the windows' chosen inputs carry gradient, so the sums run over
-      // the pooled-size arrays. Vector partial sums go to double every
-      // kChunkElements windows (a fixed plan: the result does not depend on
-      // the threads).
-      double sumDy = 0, sumDyXc = 0;
-      Reg accDy[4], accDyXc[4];
-      int64_t pending = 0;
-      const auto flush = [&] {
-        sumDy += simd::reduceAdd4<V>(accDy);
-        sumDyXc += simd::reduceAdd4<V>(accDyXc);
-        simd::zero4<V>(accDy);
-        simd::zero4<V>(accDyXc);
-        pending = 0;
-      };
-      simd::zero4<V>(accDy);
-      simd::zero4<V>(accDyXc);
-      for (int64_t n = 0; n < l.batch; ++n) {
-        const int64_t plane = (n * l.channels + c) * at.outPlane;
-        if (n + 2 < l.batch) prefetchPooledPlane(p.bn.dy, p.window, p.picked, plane + 2 * l.channels * at.outPlane, at.outPlane);
-        for (int64_t o = plane; o < plane + at.outPlane; o += kPoolBlock) {
-          const int64_t m = plane + at.outPlane - o < kPoolBlock ? plane + at.outPlane - o : kPoolBlock;
-          gatePooledGradient(a.dy + o, p.window + o, m, g);
-          const float* xs = p.picked + o;
-          simd::vectorLoop<V>(m, [&](auto full, int slot, int64_t i, int64_t valid) {
-            const Reg gv = simd::loadN<V>(full, g + i, valid, 0.0f);
-            const Reg xv = simd::loadN<V>(full, xs + i, valid, mean);
-            accDy[slot] = V::add(accDy[slot], gv);
-            accDyXc[slot] = V::fma(gv, V::sub(xv, meanV), accDyXc[slot]);
-          });
-          pending += m;
-          if (pending >= kChunkElements) flush();
-        }
+  float top[2 * kPoolBlock], bottom[2 * kPoolBlock], dyCopy[kPoolBlock], dense[4 * kPoolBlock];
+  uint8_t codeCopy[kPoolBlock];
+  const ChannelPlanes at{l.channels, c, oH * oW, oW};
+  const float* xc = v.x + c * l.spatial;
+  float* dxc = v.dx + c * l.spatial;
+  // A piece's pooled gradient and window codes, contiguous.
+  const auto pooledGradient = [&](const PoolPiece& piece, const float** dy, const uint8_t** code) {
+    if (piece.planes == 1) {
+      *dy = v.dy + at.offset(piece);
+      *code = v.window + at.offset(piece);
+      return;
+    }
+    for (int64_t q = 0; q < piece.planes; ++q) {
+      const int64_t o = ((piece.plane + q) * l.channels + c) * at.outPlane;
+      copyRow<V>(v.dy + o, dyCopy + q * at.outPlane, at.outPlane);
+      std::memcpy(codeCopy + q * at.outPlane, v.window + o, static_cast<size_t>(at.outPlane));
+    }
+    *dy = dyCopy;
+    *code = codeCopy;
+  };
+  const Reg meanV = V::set1(mean), kV = V::set1(gc.k), bV = V::set1(gc.b), c0V = V::set1(gc.c0);
+  forEachPoolPiece(l.batch, oH, oW, [&](const PoolPiece& piece) {
+    const float* dy;
+    const uint8_t* code;
+    pooledGradient(piece, &dy, &code);
+    prefetchPiece<1>(dxc, stride, l.spatial, piece, l.batch);
+    prefetchPiece<0>(xc, stride, l.spatial, piece, l.batch);
+    prefetchPiece<0>(v.dy + c * at.outPlane, l.channels * at.outPlane, at.outPlane, piece, l.batch);
+    prefetchPiece<0>(v.window + c * at.outPlane, l.channels * at.outPlane, at.outPlane, piece, l.batch);
+    unpoolPairs(dy, code, piece.outputs(), top, bottom);
+    if (wholeEvenPlanes) {
+      // Rebuild the full-size gradient of these planes in L1, then one
+      // long pass per plane: full vectors and whole cache lines of dx.
+      scatterPoolRows<V>(top, bottom, l.spatial, s.W, PoolPiece{0, piece.planes, 0, oH, 0, oW}, dense);
+      for (int64_t q = 0; q < piece.planes; ++q) {
+        const int64_t in = (piece.plane + q) * stride;
+        poolGradRow<V>(xc + in, dense + q * l.spatial, dxc + in, l.spatial, meanV, kV, bV, c0V);
       }
-      flush();
-      const GradCoefficients gc = gradCoefficients(a, c, sumDy, sumDyXc, count);
-      if (!a.dx) continue;
-      const Reg kV = V::set1(gc.k), bV = V::set1(gc.b), c0V = V::set1(gc.c0);
-      float* dxc = a.dx + c * l.spatial;
-      forEachPoolPiece(l.batch, oH, oW, [&](const PoolPiece& piece) {
-        const float* dy;
-        const uint8_t* code;
-        pooledGradient(piece, &dy, &code);
-        prefetchPiece<1>(dxc, stride, l.spatial, piece, l.batch);
-        prefetchPiece<0>(xc, stride, l.spatial, piece, l.batch);
-        prefetchPiece<0>(a.dy + c * at.outPlane, l.channels * at.outPlane, at.outPlane, piece, l.batch);
-        prefetchPiece<0>(p.window + c * at.outPlane, l.channels * at.outPlane, at.outPlane, piece, l.batch);
-        unpoolPairs(dy, code, piece.outputs(), top, bottom);
-        if (wholeEvenPlanes) {
-          // Rebuild the full-size gradient of these planes in L1, then one
-          // long pass per plane: full vectors and whole cache lines of dx.
-          scatterPoolRows<V>(top, bottom, l.spatial, s.W, PoolPiece{0, piece.planes, 0, oH, 0, oW}, dense);
-          for (int64_t q = 0; q < piece.planes; ++q) {
-            const int64_t in = (piece.plane + q) * stride;
-            poolGradRow<V>(xc + in, dense + q * l.spatial, dxc + in, l.spatial, meanV, kV, bV, c0V);
-          }
-          return;
-        }
-        forEachPieceRow(piece, stride, s.W, [&](int64_t in, int64_t t, int64_t n) {
-          poolGradRow<V>(xc + in, top + t, dxc + in, n, meanV, kV, bV, c0V);
-          poolGradRow<V>(xc + in + s.W, bottom + t, dxc + in + s.W, n, meanV, kV, bV, c0V);
-        });
-      });
-      for (int64_t n = 0; n < l.batch && !wholeEvenPlanes; ++n) {
-        forEachUncovered(s.H, s.W, [&](int64_t o, int64_t length) {
-          poolGradRow<V>(xc + n * stride + o, nullptr, dxc + n * stride + o, length, meanV, kV, bV, c0V);
-        });
+      return;
+    }
+    forEachPieceRow(piece, stride, s.W, [&](int64_t in, int64_t t, int64_t n) {
+      poolGradRow<V>(xc + in, top + t, dxc + in, n, meanV, kV, bV, c0V);
+      poolGradRow<V>(xc + in + s.W, bottom + t, dxc + in + s.W, n, meanV, kV, bV, c0V);
+    });
+  });
+  for (int64_t n = 0; n < l.batch && !wholeEvenPlanes; ++n) {
+    forEachUncovered(s.H, s.W, [&](int64_t o, int64_t length) {
+      poolGradRow<V>(xc + n * stride + o, nullptr, dxc + n * stride + o, length, meanV, kV, bV, c0V);
+    });
+  }
+}
+
+template <class V>
+void backwardPool(const BnPoolBackwardArgs& p) {
+  const BnBackwardArgs& a = p.bn;
+  const BnLayout& l = a.layout;
+  const double count = static_cast<double>(l.perChannel());
+  const PoolBackwardView whole{l, a.x, a.dy, a.dx, p.window, p.picked};
+  if (!usesFlatPlanes(l)) {
+    parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t ca, int64_t cb) {
+      for (int64_t c = ca; c < cb; ++c) {
+        const PlanarGradSums sums = poolGradientSums<V>(whole, p.shape, c, a.mean[c]);
+        const GradCoefficients gc = gradCoefficients(a, c, sums.dy, sums.dyXc, count);
+        if (a.dx) poolGradient<V>(whole, p.shape, c, a.mean[c], gc);
       }
+    });
+    return;
+  }
+  // Flat planes (see usesFlatPlanes): sums plane by plane in memory order,
+  // added per channel in batch order, then dx plane by plane.
+  const int64_t planes = l.batch * l.channels, outPlane = p.shape.outH() * p.shape.outW();
+  auto* records = static_cast<PlanarGradSums*>(
+      scratchBytes(sizeof(PlanarGradSums) * planes + sizeof(GradCoefficients) * l.channels));
+  auto* coefficients = reinterpret_cast<GradCoefficients*>(records + planes);
+  const auto planeView = [&](int64_t n) {
+    return PoolBackwardView{BnLayout{1, l.channels, l.spatial, false}, a.x + n * l.channels * l.spatial,
+                            a.dy + n * l.channels * outPlane,
+                            a.dx ? a.dx + n * l.channels * l.spatial : nullptr,
+                            p.window + n * l.channels * outPlane, p.picked + n * l.channels * outPlane};
+  };
+  const int64_t grain = kMinElementsPerThread / l.spatial + 1;
+  parallelForEach(0, planes, grain, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t c = q % l.channels;
+      records[q] = poolGradientSums<V>(planeView(q / l.channels), p.shape, c, a.mean[c]);
+    }
+  });
+  for (int64_t c = 0; c < l.channels; ++c) {
+    PlanarGradSums total;
+    for (int64_t n = 0; n < l.batch; ++n) {
+      total.dy += records[n * l.channels + c].dy;
+      total.dyXc += records[n * l.channels + c].dyXc;
+    }
+    coefficients[c] = gradCoefficients(a, c, total.dy, total.dyXc, count);
+  }
+  if (!a.dx) return;
+  parallelForEach(0, planes, grain, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t c = q % l.channels;
+      poolGradient<V>(planeView(q / l.channels), p.shape, c, a.mean[c], coefficients[c]);
     }
   });
 }
