@@ -2,6 +2,7 @@
 // TypeScript layer gives them names) to keep per-call overhead low on small
 // tensors.
 #include "dispatch.h"
+#include "batchnorm_args.h"
 #include "glue.h"
 
 namespace bnkit::glue {
@@ -22,12 +23,6 @@ std::string shapeText(const BnLayout& l) {
          ", spatial=" + std::to_string(l.spatial) + "]";
 }
 
-float epsArg(const Napi::CallbackInfo& info, size_t i) {
-  const double eps = number(info, i, "eps");
-  if (!(eps > 0)) throwRange(info.Env(), "eps must be > 0, got " + std::to_string(eps));
-  return static_cast<float>(eps);
-}
-
 // (x, y, batch, channels, spatial, channelsLast, gamma, beta, eps, relu,
 //  saveMean, saveInvstd, runningMean, runningVar, factor)
 Napi::Value ForwardTrain(const Napi::CallbackInfo& info) {
@@ -40,23 +35,9 @@ Napi::Value ForwardTrain(const Napi::CallbackInfo& info) {
   }
   a.x = floats(info, 0, "x", n);
   a.y = floats(info, 1, "y", n);
-  a.gamma = optionalFloats(info, 6, "gamma", c);
-  a.beta = optionalFloats(info, 7, "beta", c);
-  a.eps = epsArg(info, 8);
-  a.relu = flag(info, 9, "relu");
-  a.saveMean = floats(info, 10, "saveMean", c);
-  a.saveInvstd = floats(info, 11, "saveInvstd", c);
-  float* runningMean = optionalFloats(info, 12, "runningMean", c);
-  float* runningVar = optionalFloats(info, 13, "runningVar", c);
-  const double factor = number(info, 14, "momentum");
-  if (factor < 0 || factor > 1) throwRange(info.Env(), "momentum must be in [0, 1], got " + std::to_string(factor));
-  // Reused per calling thread: a training step allocates nothing. Not kernel
-  // scratch, which the kernel itself claims while this is still needed.
-  thread_local std::vector<double> variance;
-  variance.resize(static_cast<size_t>(c));
-  a.batchVariance = variance.data();
+  const RunningStatsUpdate update = trainingArgs(info, 6, c, &a);
   activeKernels().batchNorm.forwardTrain(a);
-  if (runningMean || runningVar) updateRunningStats(a, static_cast<float>(factor), runningMean, runningVar);
+  update.apply(a);
   return info.Env().Undefined();
 }
 

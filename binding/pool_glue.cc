@@ -4,9 +4,9 @@
 // lengths, eps, momentum; window codes need no check (every byte value has a
 // defined meaning: codes >= 4 pass no gradient).
 #include <string>
-#include <vector>
 
 #include "dispatch.h"
+#include "batchnorm_args.h"
 #include "glue.h"
 
 namespace bnkit::glue {
@@ -80,12 +80,6 @@ BnLayout planarLayout(const PoolGeometry& g) {
   return l;
 }
 
-float epsArg(const Napi::CallbackInfo& info, size_t i) {
-  const double eps = number(info, i, "eps");
-  if (!(eps > 0)) throwRange(info.Env(), "eps must be > 0, got " + std::to_string(eps));
-  return static_cast<float>(eps);
-}
-
 // (x, pooled, window, picked, batch, channels, H, W, gamma, beta, eps, relu,
 //  saveMean, saveInvstd, runningMean, runningVar, factor)
 Napi::Value BatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
@@ -102,23 +96,11 @@ Napi::Value BatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
   p.pooled = floats(info, 1, g.out("pooled").c_str(), g.outLength());
   p.window = bytes(info, 2, g.out("window").c_str(), g.outLength());
   p.picked = floats(info, 3, g.out("picked").c_str(), g.outLength());
-  a.gamma = optionalFloats(info, 8, "gamma", c);
-  a.beta = optionalFloats(info, 9, "beta", c);
-  a.eps = epsArg(info, 10);
-  a.relu = flag(info, 11, "relu");
-  a.saveMean = floats(info, 12, "saveMean", c);
-  a.saveInvstd = floats(info, 13, "saveInvstd", c);
-  float* runningMean = optionalFloats(info, 14, "runningMean", c);
-  float* runningVar = optionalFloats(info, 15, "runningVar", c);
-  const double factor = number(info, 16, "momentum");
-  if (factor < 0 || factor > 1) throwRange(info.Env(), "momentum must be in [0, 1], got " + std::to_string(factor));
-  thread_local std::vector<double> variance;
-  variance.resize(static_cast<size_t>(c));
-  a.batchVariance = variance.data();
+  const RunningStatsUpdate update = trainingArgs(info, 8, c, &a);
   p.shape.H = g.H;
   p.shape.W = g.W;
   activeKernels().batchNorm.forwardTrainPool(p);
-  if (runningMean || runningVar) updateRunningStats(a, static_cast<float>(factor), runningMean, runningVar);
+  update.apply(a);
   return info.Env().Undefined();
 }
 

@@ -1,0 +1,53 @@
+// Argument groups that every batch-norm entry point (plain and fused with
+// pooling) reads the same way, so their checks and messages stay identical.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "glue.h"
+#include "kernels/batchnorm/batchnorm.h"
+
+namespace bnkit::glue {
+
+inline float epsArg(const Napi::CallbackInfo& info, size_t i) {
+  const double eps = number(info, i, "eps");
+  if (!(eps > 0)) throwRange(info.Env(), "eps must be > 0, got " + std::to_string(eps));
+  return static_cast<float>(eps);
+}
+
+// What a training forward does to the running statistics afterwards.
+struct RunningStatsUpdate {
+  float* mean = nullptr;  // nullptr: not tracked
+  float* var = nullptr;
+  float factor = 0;
+
+  void apply(const BnForwardTrainArgs& a) const {
+    if (mean || var) updateRunningStats(a, factor, mean, var);
+  }
+};
+
+// (gamma, beta, eps, relu, saveMean, saveInvstd, runningMean, runningVar,
+// momentum) from info[first] into a training forward's arguments, for c channels.
+inline RunningStatsUpdate trainingArgs(const Napi::CallbackInfo& info, size_t first, int64_t c,
+                                       BnForwardTrainArgs* a) {
+  a->gamma = optionalFloats(info, first, "gamma", c);
+  a->beta = optionalFloats(info, first + 1, "beta", c);
+  a->eps = epsArg(info, first + 2);
+  a->relu = flag(info, first + 3, "relu");
+  a->saveMean = floats(info, first + 4, "saveMean", c);
+  a->saveInvstd = floats(info, first + 5, "saveInvstd", c);
+  RunningStatsUpdate update;
+  update.mean = optionalFloats(info, first + 6, "runningMean", c);
+  update.var = optionalFloats(info, first + 7, "runningVar", c);
+  const double factor = number(info, first + 8, "momentum");
+  if (factor < 0 || factor > 1) throwRange(info.Env(), "momentum must be in [0, 1], got " + std::to_string(factor));
+  update.factor = static_cast<float>(factor);
+  // Reused per calling thread: a training step allocates nothing. Not kernel
+  // scratch, which the kernel itself claims while this is still needed.
+  thread_local std::vector<double> variance;
+  variance.resize(static_cast<size_t>(c));
+  a->batchVariance = variance.data();
+  return update;
+}
+
+}  // namespace bnkit::glue
