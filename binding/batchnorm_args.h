@@ -50,4 +50,34 @@ inline RunningStatsUpdate trainingArgs(const Napi::CallbackInfo& info, size_t fi
   return update;
 }
 
+// (runningMean, runningVar, gamma, beta, eps, relu) from info[first] into an
+// eval forward's arguments, for c channels; a negative variance is an error.
+inline void evalArgs(const Napi::CallbackInfo& info, size_t first, int64_t c, BnForwardEvalArgs* a) {
+  a->mean = floats(info, first, "runningMean", c);
+  a->variance = floats(info, first + 1, "runningVar", c);
+  a->gamma = optionalFloats(info, first + 2, "gamma", c);
+  a->beta = optionalFloats(info, first + 3, "beta", c);
+  a->eps = epsArg(info, first + 4);
+  a->relu = flag(info, first + 5, "relu");
+  for (int64_t i = 0; i < c; ++i) {
+    if (!(a->variance[i] >= 0)) {
+      throwRange(info.Env(),
+                 "runningVar[" + std::to_string(i) + "] must be >= 0, got " + std::to_string(a->variance[i]));
+    }
+  }
+}
+
+// (mean, invstd, gamma, beta, relu, batchStatistics, dgamma, dbeta) from
+// info[first] into a backward's arguments, for c channels.
+inline void backwardArgs(const Napi::CallbackInfo& info, size_t first, int64_t c, BnBackwardArgs* a) {
+  a->mean = floats(info, first, "mean", c);
+  a->invstd = floats(info, first + 1, "invstd", c);
+  a->gamma = optionalFloats(info, first + 2, "gamma", c);
+  a->beta = optionalFloats(info, first + 3, "beta", c);
+  a->relu = flag(info, first + 4, "relu");
+  a->batchStatistics = flag(info, first + 5, "batchStatistics");
+  a->dgamma = optionalFloats(info, first + 6, "dgamma", c);
+  a->dbeta = optionalFloats(info, first + 7, "dbeta", c);
+}
+
 }  // namespace bnkit::glue

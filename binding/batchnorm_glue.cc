@@ -48,17 +48,7 @@ Napi::Value ForwardEval(const Napi::CallbackInfo& info) {
   const int64_t n = a.layout.elements(), c = a.layout.channels;
   a.x = floats(info, 0, "x", n);
   a.y = floats(info, 1, "y", n);
-  a.mean = floats(info, 6, "runningMean", c);
-  a.variance = floats(info, 7, "runningVar", c);
-  a.gamma = optionalFloats(info, 8, "gamma", c);
-  a.beta = optionalFloats(info, 9, "beta", c);
-  a.eps = epsArg(info, 10);
-  a.relu = flag(info, 11, "relu");
-  for (int64_t i = 0; i < c; ++i) {
-    if (!(a.variance[i] >= 0)) {
-      throwRange(info.Env(), "runningVar[" + std::to_string(i) + "] must be >= 0, got " + std::to_string(a.variance[i]));
-    }
-  }
+  evalArgs(info, 6, c, &a);
   activeKernels().batchNorm.forwardEval(a);
   return info.Env().Undefined();
 }
@@ -72,14 +62,7 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
   a.x = floats(info, 0, "x", n);
   a.dy = floats(info, 1, "dy", n);
   a.dx = optionalFloats(info, 2, "dx", n);
-  a.mean = floats(info, 7, "mean", c);
-  a.invstd = floats(info, 8, "invstd", c);
-  a.gamma = optionalFloats(info, 9, "gamma", c);
-  a.beta = optionalFloats(info, 10, "beta", c);
-  a.relu = flag(info, 11, "relu");
-  a.batchStatistics = flag(info, 12, "batchStatistics");
-  a.dgamma = optionalFloats(info, 13, "dgamma", c);
-  a.dbeta = optionalFloats(info, 14, "dbeta", c);
+  backwardArgs(info, 7, c, &a);
   activeKernels().batchNorm.backward(a);
   return info.Env().Undefined();
 }

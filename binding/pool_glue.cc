@@ -80,6 +80,22 @@ BnLayout planarLayout(const PoolGeometry& g) {
   return l;
 }
 
+BnPoolShape fusedPoolShape(const PoolGeometry& g) {
+  BnPoolShape shape;
+  shape.H = g.H;
+  shape.W = g.W;
+  return shape;
+}
+
+// (pooled, window, picked) at info[1..3] of both forwards, and the shape.
+template <class PoolForwardArgs>
+void pooledOutputs(const Napi::CallbackInfo& info, const PoolGeometry& g, PoolForwardArgs* p) {
+  p->pooled = floats(info, 1, g.out("pooled").c_str(), g.outLength());
+  p->window = bytes(info, 2, g.out("window").c_str(), g.outLength());
+  p->picked = floats(info, 3, g.out("picked").c_str(), g.outLength());
+  p->shape = fusedPoolShape(g);
+}
+
 // (x, pooled, window, picked, batch, channels, H, W, gamma, beta, eps, relu,
 //  saveMean, saveInvstd, runningMean, runningVar, factor)
 Napi::Value BatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
@@ -93,12 +109,8 @@ Napi::Value BatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
                                g.in("x").substr(2));
   }
   a.x = floats(info, 0, g.in("x").c_str(), g.inLength());
-  p.pooled = floats(info, 1, g.out("pooled").c_str(), g.outLength());
-  p.window = bytes(info, 2, g.out("window").c_str(), g.outLength());
-  p.picked = floats(info, 3, g.out("picked").c_str(), g.outLength());
+  pooledOutputs(info, g, &p);
   const RunningStatsUpdate update = trainingArgs(info, 8, c, &a);
-  p.shape.H = g.H;
-  p.shape.W = g.W;
   activeKernels().batchNorm.forwardTrainPool(p);
   update.apply(a);
   return info.Env().Undefined();
@@ -112,22 +124,8 @@ Napi::Value BatchNormMaxPoolForwardEval(const Napi::CallbackInfo& info) {
   a.layout = planarLayout(g);
   const int64_t c = g.channels;
   a.x = floats(info, 0, g.in("x").c_str(), g.inLength());
-  p.pooled = floats(info, 1, g.out("pooled").c_str(), g.outLength());
-  p.window = bytes(info, 2, g.out("window").c_str(), g.outLength());
-  p.picked = floats(info, 3, g.out("picked").c_str(), g.outLength());
-  a.mean = floats(info, 8, "runningMean", c);
-  a.variance = floats(info, 9, "runningVar", c);
-  a.gamma = optionalFloats(info, 10, "gamma", c);
-  a.beta = optionalFloats(info, 11, "beta", c);
-  a.eps = epsArg(info, 12);
-  a.relu = flag(info, 13, "relu");
-  for (int64_t i = 0; i < c; ++i) {
-    if (!(a.variance[i] >= 0)) {
-      throwRange(info.Env(), "runningVar[" + str(i) + "] must be >= 0, got " + std::to_string(a.variance[i]));
-    }
-  }
-  p.shape.H = g.H;
-  p.shape.W = g.W;
+  pooledOutputs(info, g, &p);
+  evalArgs(info, 8, c, &a);
   activeKernels().batchNorm.forwardEvalPool(p);
   return info.Env().Undefined();
 }
@@ -145,16 +143,8 @@ Napi::Value BatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
   a.dx = optionalFloats(info, 2, g.in("dx").c_str(), g.inLength());
   p.window = bytes(info, 3, g.out("window").c_str(), g.outLength());
   p.picked = floats(info, 4, g.out("picked").c_str(), g.outLength());
-  a.mean = floats(info, 9, "mean", c);
-  a.invstd = floats(info, 10, "invstd", c);
-  a.gamma = optionalFloats(info, 11, "gamma", c);
-  a.beta = optionalFloats(info, 12, "beta", c);
-  a.relu = flag(info, 13, "relu");
-  a.batchStatistics = flag(info, 14, "batchStatistics");
-  a.dgamma = optionalFloats(info, 15, "dgamma", c);
-  a.dbeta = optionalFloats(info, 16, "dbeta", c);
-  p.shape.H = g.H;
-  p.shape.W = g.W;
+  p.shape = fusedPoolShape(g);
+  backwardArgs(info, 9, c, &a);
   activeKernels().batchNorm.backwardPool(p);
   return info.Env().Undefined();
 }
