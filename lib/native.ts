@@ -137,6 +137,37 @@ export interface NativeAddon {
     gamma: Float32Array | null, beta: Float32Array | null, relu: boolean, batchStatistics: boolean,
     dgamma: Float32Array | null, dbeta: Float32Array | null,
   ): void;
+  /**
+   * The stem Conv2d(1 -> channels, 3x3, stride 1, padding padH x padW) + BatchNorm2d (+ ReLU) +
+   * maxPool2x2 in one kernel. input [batch,1,H,W]; the convolution's output [batch,channels,oH,oW]
+   * (oH = H + 2*padH - 2) is recomputed from the input and never stored; pooled, window, picked as
+   * batchNormMaxPoolForwardTrain on that output. weight [channels,1,3,3]; convBias may be null.
+   */
+  convBatchNormMaxPoolForwardTrain(
+    input: Float32Array, pooled: Float32Array, window: Uint8Array, picked: Float32Array, batch: number,
+    channels: number, H: number, W: number, padH: number, padW: number, weight: Float32Array,
+    convBias: Float32Array | null, gamma: Float32Array | null, beta: Float32Array | null, eps: number, relu: boolean,
+    saveMean: Float32Array, saveInvstd: Float32Array,
+    runningMean: Float32Array | null, runningVar: Float32Array | null, momentumFactor: number,
+  ): void;
+  /** The eval-mode (running statistics) counterpart of convBatchNormMaxPoolForwardTrain. */
+  convBatchNormMaxPoolForwardEval(
+    input: Float32Array, pooled: Float32Array, window: Uint8Array, picked: Float32Array, batch: number,
+    channels: number, H: number, W: number, padH: number, padW: number, weight: Float32Array,
+    convBias: Float32Array | null, runningMean: Float32Array, runningVar: Float32Array, gamma: Float32Array | null,
+    beta: Float32Array | null, eps: number, relu: boolean,
+  ): void;
+  /**
+   * Backward of the fused stem from the pooled gradient dy: dWeight and dBias accumulated (+=),
+   * dInput [batch,1,H,W] (may be null), dgamma and dbeta overwritten.
+   */
+  convBatchNormMaxPoolBackward(
+    input: Float32Array, dy: Float32Array, dInput: Float32Array | null, window: Uint8Array, picked: Float32Array,
+    batch: number, channels: number, H: number, W: number, padH: number, padW: number, weight: Float32Array,
+    convBias: Float32Array | null, dWeight: Float32Array | null, dBias: Float32Array | null, mean: Float32Array,
+    invstd: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, relu: boolean,
+    batchStatistics: boolean, dgamma: Float32Array | null, dbeta: Float32Array | null,
+  ): void;
   /** y = max(0, x) (NaN stays NaN); y may be x. */
   reluForward(x: Float32Array, y: Float32Array): void;
   /** dx = dy where y > 0, else 0; dx may be dy. */

@@ -8,7 +8,7 @@ import { Linear, Conv2d, ReLU, Sigmoid, MaxPool2d, Flatten, Dropout, type LayerC
 import { Rng } from './init';
 import { encodeModelFile, decodeModelFile, writeFileAtomic, ModelFileError } from './model-file';
 import { sameShape } from './reuse';
-import { BatchNormMaxPool2d } from './fused-pool';
+import { BatchNormMaxPool2d, ConvBatchNormMaxPool2d } from './fused-pool';
 
 /** Name -> tensor, in PyTorch's state_dict order. Tensors share memory with the model. */
 export type StateDict = Record<string, Tensor>;
@@ -29,8 +29,9 @@ const NOT_COMPUTED = new Tensor(new Float32Array(0), [0]);
 
 /**
  * One unit of Sequential's work: layers first..last (inclusive) run as one.
- * A BatchNorm with fused ReLU absorbs the ReLU after it, and a BatchNorm2d
- * (+ ReLU) followed by MaxPool2d(2) runs as one native kernel. Exposed for
+ * A BatchNorm with fused ReLU absorbs the ReLU after it, a BatchNorm2d
+ * (+ ReLU) followed by MaxPool2d(2) runs as one native kernel, and so does a
+ * one-channel 3x3 Conv2d in front of such a pair (see fused-pool.ts). Exposed for
  * profiling (bench/mnist.mjs times each step).
  */
 export interface SequentialStep {
@@ -50,10 +51,20 @@ function layerStep(layer: Module, first: number, last: number): SequentialStep {
 
 function planSteps(layers: readonly Module[], skip: readonly boolean[]): SequentialStep[] {
   const steps: SequentialStep[] = [];
-  for (let i = 0; i < layers.length; ) {
+  // The layer after `i` and any ReLUs fused into it.
+  const after = (i: number) => {
     let end = i + 1;
     while (end < layers.length && skip[end]) end++;
-    if (end < layers.length && BatchNormMaxPool2d.applies(layers[i], layers[end])) {
+    return end;
+  };
+  for (let i = 0; i < layers.length; ) {
+    const end = after(i);
+    const stemPool = i + 1 < layers.length ? after(i + 1) : layers.length;
+    if (stemPool < layers.length && ConvBatchNormMaxPool2d.applies(layers[i], layers[i + 1], layers[stemPool])) {
+      const fused = new ConvBatchNormMaxPool2d(layers[i] as Conv2d, layers[i + 1] as BatchNorm2d, layers[stemPool] as MaxPool2d);
+      steps.push({ first: i, last: stemPool, forward: (x) => fused.forward(x), backward: (dy, need) => fused.backward(dy, need) });
+      i = stemPool + 1;
+    } else if (end < layers.length && BatchNormMaxPool2d.applies(layers[i], layers[end])) {
       const fused = new BatchNormMaxPool2d(layers[i] as BatchNorm2d, layers[end] as MaxPool2d);
       steps.push({ first: i, last: end, forward: (x) => fused.forward(x), backward: (dy, need) => fused.backward(dy, need) });
       i = end + 1;

@@ -151,6 +151,152 @@ void testPlanarThreadInvariance(const KernelTable& k, std::mt19937& rng) {
   }
 }
 
+
+// The fused stem (conv 3x3 of one channel + batch norm + ReLU + 2x2 pooling)
+// against the same computation by the unfused kernels: conv forward, batch
+// norm, int32 pooling, and back through them. The conv output differs from
+// the fused recomputation only by rounding, hence tolerances.
+void testStem(const KernelTable& k, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const auto randomVector = [&](size_t n, float scale, float offset) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = offset + scale * normal(rng);
+    return v;
+  };
+  // {N, C, H, W, padH, padW, smooth}: MNIST's stem, odd sizes, asymmetric padding, the smallest
+  // output; smooth images under differencing filters (outputs varying ~1e-3 as much as pixels).
+  for (const auto& g : std::vector<std::vector<int64_t>>{{2, 32, 28, 28, 1, 1, 0},
+                                                         {3, 3, 5, 7, 0, 2, 0},
+                                                         {1, 16, 13, 11, 2, 1, 0},
+                                                         {2, 1, 4, 4, 0, 0, 0},
+                                                         {4, 5, 9, 6, 2, 2, 0},
+                                                         {2, 3, 28, 28, 0, 0, 1}}) {
+    const int64_t N = g[0], C = g[1];
+    const bool smooth = g[6] != 0;
+    ConvShape cs;
+    cs.batch = N; cs.inC = 1; cs.H = g[2]; cs.W = g[3]; cs.outC = C; cs.kh = 3; cs.kw = 3; cs.padH = g[4]; cs.padW = g[5];
+    const int64_t oH = cs.outH(), oW = cs.outW(), convN = N * C * oH * oW;
+    MaxPoolShape ps;
+    ps.planes = N * C; ps.H = oH; ps.W = oW; ps.kernel = 2; ps.stride = 2;
+    const int64_t outN = ps.planes * ps.outH() * ps.outW(), inN = N * cs.H * cs.W;
+    auto x = randomVector(inN, 1.0f, 0.0f), weight = randomVector(9 * C, 0.5f, 0.0f);
+    if (smooth) {
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < cs.H; ++i)
+          for (int64_t j = 0; j < cs.W; ++j) {
+            float& v = x[(n * cs.H + i) * cs.W + j];
+            v = static_cast<float>(std::sin(0.05 * i + n) + std::cos(0.07 * j) + 0.01 * v);
+          }
+      const float filters[3][9] = {{0, 0, 0, 0, 1, -1, 0, 0, 0}, {0, 0, 0, 0, 1, 0, 0, -1, 0}, {0, 0, 0, 1, -2, 1, 0, 0, 0}};
+      for (int64_t c = 0; c < C; ++c)
+        for (int t = 0; t < 9; ++t) weight[c * 9 + t] = filters[c % 3][t];
+    }
+    const auto bias = randomVector(C, 0.5f, 0.0f), gamma = randomVector(C, 0.3f, 1.0f), beta = randomVector(C, 0.5f, 0.0f);
+    const auto dp = randomVector(outN, 1.0f, 0.0f), runMean = randomVector(C, 0.3f, 0.0f);
+    std::vector<float> runVar = randomVector(C, 0.2f, 1.0f);
+    for (auto& v : runVar) v = std::fabs(v);
+    StemConv conv;
+    conv.input = x.data(); conv.weight = weight.data(); conv.bias = bias.data();
+    conv.inH = cs.H; conv.inW = cs.W; conv.padH = cs.padH; conv.padW = cs.padW;
+    const BnLayout l{N, C, oH * oW, false};
+    for (bool train : {true, false}) {
+      for (bool relu : {true, false}) {
+        const std::string name = std::string(isaName(k.isa)) + " stem " + std::to_string(N) + "x" + std::to_string(C) +
+                                 "x" + std::to_string(cs.H) + "x" + std::to_string(cs.W) + " pad " +
+                                 std::to_string(cs.padH) + "x" + std::to_string(cs.padW) + (train ? " train" : " eval") +
+                                 (relu ? " relu" : "") + (smooth ? " smooth" : "") +
+                                 " threads=" + std::to_string(numThreads());
+        // Fused.
+        std::vector<float> pooled(outN, NAN), picked(outN, NAN), mean(C), invstd(C);
+        std::vector<double> variance(C);
+        std::vector<uint8_t> window(outN);
+        if (train) {
+          StemForwardTrainArgs f;
+          f.conv = conv;
+          f.pool.bn.layout = l; f.pool.bn.gamma = gamma.data(); f.pool.bn.beta = beta.data(); f.pool.bn.relu = relu;
+          f.pool.bn.saveMean = mean.data(); f.pool.bn.saveInvstd = invstd.data(); f.pool.bn.batchVariance = variance.data();
+          f.pool.shape.H = oH; f.pool.shape.W = oW;
+          f.pool.pooled = pooled.data(); f.pool.window = window.data(); f.pool.picked = picked.data();
+          k.batchNorm.stemForwardTrain(f);
+        } else {
+          StemForwardEvalArgs f;
+          f.conv = conv;
+          f.pool.bn.layout = l; f.pool.bn.mean = runMean.data(); f.pool.bn.variance = runVar.data();
+          f.pool.bn.gamma = gamma.data(); f.pool.bn.beta = beta.data(); f.pool.bn.relu = relu;
+          f.pool.shape.H = oH; f.pool.shape.W = oW;
+          f.pool.pooled = pooled.data(); f.pool.window = window.data(); f.pool.picked = picked.data();
+          k.batchNorm.stemForwardEval(f);
+          for (int64_t c = 0; c < C; ++c) {
+            mean[c] = runMean[c];
+            invstd[c] = static_cast<float>(1.0 / std::sqrt(double(runVar[c]) + double(1e-5f)));
+          }
+        }
+        std::vector<float> dWeight(9 * C, 0.0f), dBias(C, 0.0f), dInput(inN, NAN), dgamma(C, NAN), dbeta(C, NAN);
+        StemBackwardArgs b;
+        b.conv = conv;
+        b.pool.bn.layout = l; b.pool.bn.dy = dp.data(); b.pool.bn.mean = mean.data(); b.pool.bn.invstd = invstd.data();
+        b.pool.bn.gamma = gamma.data(); b.pool.bn.beta = beta.data(); b.pool.bn.relu = relu;
+        b.pool.bn.batchStatistics = train; b.pool.bn.dgamma = dgamma.data(); b.pool.bn.dbeta = dbeta.data();
+        b.pool.shape.H = oH; b.pool.shape.W = oW; b.pool.window = window.data(); b.pool.picked = picked.data();
+        b.dWeight = dWeight.data(); b.dBias = dBias.data(); b.dInput = dInput.data();
+        k.batchNorm.stemBackward(b);
+
+        // Unfused.
+        std::vector<float> y(convN), z(convN), pooledU(outN), meanU(C), invstdU(C);
+        std::vector<double> varianceU(C);
+        std::vector<int32_t> arg(outN);
+        ConvForwardArgs cf;
+        cf.s = cs; cf.x = x.data(); cf.weight = weight.data(); cf.bias = bias.data(); cf.y = y.data();
+        k.conv.forward(cf);
+        if (train) {
+          BnForwardTrainArgs f;
+          f.layout = l; f.x = y.data(); f.y = z.data(); f.gamma = gamma.data(); f.beta = beta.data(); f.relu = relu;
+          f.saveMean = meanU.data(); f.saveInvstd = invstdU.data(); f.batchVariance = varianceU.data();
+          k.batchNorm.forwardTrain(f);
+        } else {
+          BnForwardEvalArgs f;
+          f.layout = l; f.x = y.data(); f.y = z.data(); f.mean = runMean.data(); f.variance = runVar.data();
+          f.gamma = gamma.data(); f.beta = beta.data(); f.relu = relu;
+          k.batchNorm.forwardEval(f);
+          meanU = mean;
+          invstdU = invstd;
+        }
+        k.elementwise.maxPool2dForward(ps, z.data(), pooledU.data(), arg.data());
+        std::vector<float> dz(convN, 0.0f), dy(convN), dWeightU(9 * C, 0.0f), dBiasU(C, 0.0f), dInputU(inN);
+        std::vector<float> dgammaU(C), dbetaU(C);
+        k.elementwise.maxPool2dBackward(dp.data(), arg.data(), outN, dz.data(), convN);
+        BnBackwardArgs bb;
+        bb.layout = l; bb.x = y.data(); bb.dy = dz.data(); bb.dx = dy.data(); bb.mean = meanU.data();
+        bb.invstd = invstdU.data(); bb.gamma = gamma.data(); bb.beta = beta.data(); bb.relu = relu;
+        bb.batchStatistics = train; bb.dgamma = dgammaU.data(); bb.dbeta = dbetaU.data();
+        k.batchNorm.backward(bb);
+        ConvBackwardArgs cb;
+        cb.s = cs; cb.x = x.data(); cb.weight = weight.data(); cb.dy = dy.data(); cb.dx = dInputU.data();
+        cb.dweight = dWeightU.data(); cb.dbias = dBiasU.data();
+        k.conv.backward(cb);
+        // In training the bias gradient is a sum cancelling to ~0: its rounding scales with sum |dy|.
+        bool biasOk = true;
+        for (int64_t c = 0; c < C; ++c) {
+          double terms = 0;
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t i = 0; i < oH * oW; ++i) terms += std::fabs(dy[(n * C + c) * oH * oW + i]);
+          biasOk &= std::fabs(dBias[c] - dBiasU[c]) <= 2e-5 * (1 + terms);
+        }
+        const auto doubles = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+        check(maxRelError(pooled, doubles(pooledU)) < 1e-5, name + " pooled");
+        if (train) check(maxRelError(mean, doubles(meanU)) < 1e-6 && maxRelError(invstd, doubles(invstdU)) < 2e-6, name + " stats");
+        // Under differencing filters on smooth images the weight-gradient sums
+        // cancel, and the unfused float kernels round at ~1e-4 there (the fused
+        // result is checked against float64 in test/fused-stem.test.ts).
+        check(maxRelError(dWeight, doubles(dWeightU)) < (smooth ? 5e-4 : 1e-4), name + " dWeight");
+        check(biasOk, name + " dBias");
+        check(maxRelError(dgamma, doubles(dgammaU)) < 1e-4 && maxRelError(dbeta, doubles(dbetaU)) < 1e-4, name + " dgamma, dbeta");
+        check(maxRelError(dInput, doubles(dInputU)) < 1e-4, name + " dInput");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -164,6 +310,7 @@ int main() {
     testPlanarThreadInvariance(*k, rng);
     for (int threads : {1, 2}) {
       setNumThreads(threads);
+      testStem(*k, rng);
       for (bool cl : {false, true})
         for (int64_t C : {1, 3, 16, 17, 64})
           for (int64_t S : {1, 7, 15, 16, 17, 784})

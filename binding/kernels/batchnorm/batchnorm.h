@@ -94,6 +94,38 @@ struct BnPoolBackwardArgs {
   const float* picked = nullptr;
 };
 
+// The stem of the MNIST CNNs as one kernel (batchnorm_stem.h): a stride-1
+// 3x3 convolution of a one-channel input, then the fused BatchNorm2d (+ ReLU)
+// + MaxPool2d(2) above on its [N, C, outH, outW] output, which is recomputed
+// from the input whenever needed and never stored. pool.bn.layout is that
+// output's planar layout; pool.bn.x / y / dx are unused.
+struct StemConv {
+  const float* input = nullptr;   // [N, 1, inH, inW]
+  const float* weight = nullptr;  // [C, 1, 3, 3]
+  const float* bias = nullptr;    // [C]; nullptr: no bias
+  int64_t inH = 0, inW = 0, padH = 0, padW = 0;
+  int64_t outH() const { return inH + 2 * padH - 2; }
+  int64_t outW() const { return inW + 2 * padW - 2; }
+};
+
+struct StemForwardTrainArgs {
+  StemConv conv;
+  BnPoolForwardTrainArgs pool;
+};
+
+struct StemForwardEvalArgs {
+  StemConv conv;
+  BnPoolForwardEvalArgs pool;
+};
+
+struct StemBackwardArgs {
+  StemConv conv;
+  BnPoolBackwardArgs pool;   // pool.bn.dy: gradient of the pooled output
+  float* dWeight = nullptr;  // [C, 1, 3, 3], accumulated (+=); may be nullptr
+  float* dBias = nullptr;    // [C], accumulated (+=); may be nullptr
+  float* dInput = nullptr;   // [N, 1, inH, inW], overwritten; may be nullptr
+};
+
 struct BatchNormKernels {
   void (*forwardTrain)(const BnForwardTrainArgs& args);
   void (*forwardEval)(const BnForwardEvalArgs& args);
@@ -101,6 +133,9 @@ struct BatchNormKernels {
   void (*forwardTrainPool)(const BnPoolForwardTrainArgs& args);
   void (*forwardEvalPool)(const BnPoolForwardEvalArgs& args);
   void (*backwardPool)(const BnPoolBackwardArgs& args);
+  void (*stemForwardTrain)(const StemForwardTrainArgs& args);
+  void (*stemForwardEval)(const StemForwardEvalArgs& args);
+  void (*stemBackward)(const StemBackwardArgs& args);
 };
 
 extern const BatchNormKernels kBatchNormScalar;

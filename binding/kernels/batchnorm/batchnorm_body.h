@@ -9,6 +9,7 @@
 #include "batchnorm_planar.h"
 #include "batchnorm_pool.h"
 #include "batchnorm_rows.h"
+#include "batchnorm_stem.h"
 
 namespace bnkit {
 namespace {
@@ -51,7 +52,8 @@ void backward(const BnBackwardArgs& a) {
 template <class V>
 constexpr BatchNormKernels batchNormKernels() {
   return BatchNormKernels{&forwardTrain<V>,     &forwardEval<V>,     &backward<V>,
-                          &forwardTrainPool<V>, &forwardEvalPool<V>, &backwardPool<V>};
+                          &forwardTrainPool<V>, &forwardEvalPool<V>, &backwardPool<V>,
+                          &stemForwardTrain<V>, &stemForwardEval<V>, &stemBackward<V>};
 }
 
 }  // namespace

@@ -322,6 +322,27 @@ void poolGradient(const PoolBackwardView& v, const BnPoolShape& s, int64_t c, fl
   }
 }
 
+// Per-plane gradient sums (records[n * C + c] = sumsOf(n * C + c), in
+// parallel) merged per channel in batch order into the gradient
+// coefficients: shared by the flat-planes plan below and the fused stem.
+template <class SumsOf>
+void planeGradientCoefficients(const BnBackwardArgs& a, int64_t grain, PlanarGradSums* records,
+                               GradCoefficients* coefficients, SumsOf&& sumsOf) {
+  const BnLayout& l = a.layout;
+  parallelForEach(0, l.batch * l.channels, grain, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) records[q] = sumsOf(q);
+  });
+  const double count = static_cast<double>(l.perChannel());
+  for (int64_t c = 0; c < l.channels; ++c) {
+    PlanarGradSums total;
+    for (int64_t n = 0; n < l.batch; ++n) {
+      total.dy += records[n * l.channels + c].dy;
+      total.dyXc += records[n * l.channels + c].dyXc;
+    }
+    coefficients[c] = gradCoefficients(a, c, total.dy, total.dyXc, count);
+  }
+}
+
 template <class V>
 void backwardPool(const BnPoolBackwardArgs& p) {
   const BnBackwardArgs& a = p.bn;
@@ -351,20 +372,10 @@ void backwardPool(const BnPoolBackwardArgs& p) {
                             p.window + n * l.channels * outPlane, p.picked + n * l.channels * outPlane};
   };
   const int64_t grain = kMinElementsPerThread / l.spatial + 1;
-  parallelForEach(0, planes, grain, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t c = q % l.channels;
-      records[q] = poolGradientSums<V>(planeView(q / l.channels), p.shape, c, a.mean[c]);
-    }
+  planeGradientCoefficients(a, grain, records, coefficients, [&](int64_t q) {
+    const int64_t c = q % l.channels;
+    return poolGradientSums<V>(planeView(q / l.channels), p.shape, c, a.mean[c]);
   });
-  for (int64_t c = 0; c < l.channels; ++c) {
-    PlanarGradSums total;
-    for (int64_t n = 0; n < l.batch; ++n) {
-      total.dy += records[n * l.channels + c].dy;
-      total.dyXc += records[n * l.channels + c].dyXc;
-    }
-    coefficients[c] = gradCoefficients(a, c, total.dy, total.dyXc, count);
-  }
   if (!a.dx) return;
   parallelForEach(0, planes, grain, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
