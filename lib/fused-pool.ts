@@ -15,14 +15,6 @@ import { Module } from './module';
 
 const NOT_COMPUTED = new Tensor(new Float32Array(0), [0]);
 
-interface Saved {
-  x: Tensor;
-  y: Tensor;
-  window: Uint8Array;
-  picked: Float32Array;
-  batchStatistics: boolean;
-}
-
 /** The pooled-size arrays a fused forward writes. */
 interface PooledOutputs {
   y: Tensor;
@@ -30,7 +22,13 @@ interface PooledOutputs {
   picked: Float32Array;
 }
 
-/** Arguments of the native fused forwards that follow the batch norm's own (train or eval). */
+/** What backward needs from the last forward. */
+interface Saved extends PooledOutputs {
+  x: Tensor;
+  batchStatistics: boolean;
+}
+
+/** One fused forward's native calls: with batch statistics (training) or with the running ones. */
 interface PooledKernels {
   train(out: PooledOutputs, update: boolean, factor: number): void;
   evaluate(out: PooledOutputs): void;
@@ -83,7 +81,7 @@ abstract class PooledBatchNorm {
       this.savedMean.set(bn.runningMean!);
       invstdFromVariance(bn.runningVar!, bn.eps, this.savedInvstd);
     }
-    this.saved = { x, y: out.y, window: out.window, picked: out.picked, batchStatistics };
+    this.saved = { ...out, x, batchStatistics };
     return out.y;
   }
 
