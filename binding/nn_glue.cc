@@ -110,24 +110,26 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   float* dweight = floats(info, 7, "dweight", product(env, {out, in}));
   float* dbias = optionalFloats(info, 8, "dbias", out);
   const KernelTable& k = activeKernels();
-  if (dx != nullptr) {  // dx[batch, in] = dy[batch, out] * W[out, in]
-    GemmArgs g;
-    g.M = batch; g.N = in; g.K = out;
-    g.A = dy; g.lda = out;
-    g.B = weight; g.ldb = in;
-    g.C = dx; g.ldc = in;
-    k.gemm.sgemm(g);
-  }
+  // Both products in one batch: one parallel pass instead of two.
+  GemmArgs g[2];
+  int count = 0;
   {  // dW[out, in] += dy^T[out, batch] * x[batch, in]
-    GemmArgs g;
-    g.M = out; g.N = in; g.K = batch;
-    g.transA = true;
-    g.A = dy; g.lda = out;
-    g.B = x; g.ldb = in;
-    g.beta = 1.0f;
-    g.C = dweight; g.ldc = in;
-    k.gemm.sgemm(g);
+    GemmArgs& w = g[count++];
+    w.M = out; w.N = in; w.K = batch;
+    w.transA = true;
+    w.A = dy; w.lda = out;
+    w.B = x; w.ldb = in;
+    w.beta = 1.0f;
+    w.C = dweight; w.ldc = in;
   }
+  if (dx != nullptr) {  // dx[batch, in] = dy[batch, out] * W[out, in]
+    GemmArgs& d = g[count++];
+    d.M = batch; d.N = in; d.K = out;
+    d.A = dy; d.lda = out;
+    d.B = weight; d.ldb = in;
+    d.C = dx; d.ldc = in;
+  }
+  k.gemm.sgemmBatch(g, count);
   if (dbias != nullptr) k.elementwise.addColumnSums(dy, batch, out, dbias);
   return env.Undefined();
 }

@@ -338,6 +338,28 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
     }
   });
 
+  it('linear forward and backward (fc1 and odd shapes) are bit-identical for 1, 2 and 3 threads', () => {
+    use();
+    // fc1 computes its forward transposed (swapPays) and both gradients in one batch.
+    const cases = [[64, 3136, 128], [19, 301, 70], [5, 200, 33]].map(([batch, inF, outF]) => ({
+      batch, inF, outF, x: rngArray(batch * inF, 91), w: rngArray(outF * inF, 92), b: rngArray(outF, 93), dy: rngArray(batch * outF, 94),
+    }));
+    const run = (threads: number) => {
+      native.setNumThreads(threads);
+      return cases.flatMap(({ batch, inF, outF, x, w, b, dy }) => {
+        const y = new Float32Array(batch * outF), dx = new Float32Array(batch * inF);
+        const dw = rngArray(outF * inF, 95), db = rngArray(outF, 96);
+        native.linearForward(x, batch, inF, w, b, outF, y);
+        native.linearBackward(x, batch, inF, w, outF, dy, dx, dw, db);
+        return [y, dx, dw, db].map((a) => Buffer.from(a.buffer).toString('base64'));
+      });
+    };
+    const one = run(1), two = run(2), three = run(3);
+    native.setNumThreads(initialThreads);
+    expect(two).toEqual(one);
+    expect(three).toEqual(one);
+  });
+
   it('gemm and conv results are bit-identical for 1 and 2 threads', () => {
     use();
     // conv1 (direct forward) and conv2 (Winograd forward and data gradient, several tile blocks).

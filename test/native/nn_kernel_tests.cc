@@ -83,6 +83,80 @@ void testGemm(const KernelTable& k) {
       }
 }
 
+// sgemmBatch: every product bit-identical to sgemm alone (any thread count)
+// and to a float64 reference; padded leading dimensions, partial panels,
+// transposed A both read in place and packed (past kInPlaceTransABytes), and
+// A B^T products with few rows of A, computed as (B A^T)^T (swapPays).
+void testGemmBatch(const KernelTable& k) {
+  struct Case {
+    bool ta, tb;
+    int64_t M, N, K, pad;
+    float alpha, beta;
+    int bias;  // 1: row bias, 2: column bias, 3: both
+  };
+  // Pairs: a linear layer's weight and data gradients (odd sizes), then a
+  // large transposed A next to a row-major one with padded rows, then linear
+  // forwards (A B^T, beta 0) with one bias, none, or both.
+  const std::vector<std::array<Case, 2>> pairs = {
+      {{{true, false, 37, 100, 19, 0, 1.0f, 1.0f, 0}, {false, false, 19, 100, 37, 0, 1.0f, 0.0f, 0}}},
+      {{{true, false, 129, 45, 600, 3, -0.5f, 0.75f, 0}, {false, true, 70, 33, 301, 5, 1.0f, 0.0f, 0}}},
+      {{{false, false, 1, 1, 1, 1, 1.0f, 0.0f, 0}, {true, true, 9, 200, 40, 2, 2.0f, 0.5f, 3}}},
+      {{{false, true, 7, 100, 301, 2, 1.0f, 0.0f, 2}, {false, true, 37, 150, 70, 1, -0.5f, 0.0f, 1}}},
+      {{{false, true, 5, 33, 64, 0, 1.0f, 0.0f, 0}, {false, true, 20, 90, 100, 0, 1.0f, 0.0f, 3}}},
+  };
+  const int initial = numThreads();
+  for (const auto& pair : pairs) {
+    std::vector<std::vector<float>> As, Bs, C0s, singles, rowBiases, colBiases;
+    std::vector<GemmArgs> gs;
+    for (const Case& c : pair) {
+      GemmArgs g;
+      g.transA = c.ta; g.transB = c.tb; g.M = c.M; g.N = c.N; g.K = c.K; g.alpha = c.alpha; g.beta = c.beta;
+      g.lda = (c.ta ? c.M : c.K) + c.pad; g.ldb = (c.tb ? c.K : c.N) + c.pad; g.ldc = c.N + c.pad;
+      As.push_back(random((c.ta ? c.K : c.M) * g.lda));
+      Bs.push_back(random((c.tb ? c.N : c.K) * g.ldb));
+      C0s.push_back(random(c.M * g.ldc));
+      rowBiases.push_back(random(c.M));
+      colBiases.push_back(random(c.N));
+      gs.push_back(g);
+    }
+    for (size_t i = 0; i < gs.size(); ++i) {
+      GemmArgs& g = gs[i];
+      g.A = As[i].data(); g.B = Bs[i].data();
+      if (pair[i].bias & 1) g.rowBias = rowBiases[i].data();
+      if (pair[i].bias & 2) g.colBias = colBiases[i].data();
+      singles.push_back(C0s[i]);
+      g.C = singles[i].data();
+      setNumThreads(1);
+      k.gemm.sgemm(g);
+      std::vector<double> want(C0s[i].begin(), C0s[i].end());
+      std::vector<float> got(singles[i]);
+      for (int64_t r = 0; r < g.M; ++r)
+        for (int64_t j = 0; j < g.N; ++j) {
+          double acc = 0;
+          for (int64_t kk = 0; kk < g.K; ++kk)
+            acc += double(g.transA ? g.A[kk * g.lda + r] : g.A[r * g.lda + kk]) *
+                   double(g.transB ? g.B[j * g.ldb + kk] : g.B[kk * g.ldb + j]);
+          want[r * g.ldc + j] = g.alpha * acc + g.beta * double(C0s[i][r * g.ldc + j]) +
+                                (g.rowBias ? double(g.rowBias[r]) : 0.0) + (g.colBias ? double(g.colBias[j]) : 0.0);
+        }
+      check(maxRelError(got, want) < 2e-6 * std::sqrt(double(g.K)),
+            std::string(isaName(k.isa)) + fmt(" sgemm M=%lld N=%lld K=%lld", g.M, g.N, g.K) + " vs reference");
+    }
+    for (int threads : {1, 2, 3}) {
+      setNumThreads(threads);
+      std::vector<std::vector<float>> Cs = C0s;
+      std::vector<GemmArgs> batch = gs;
+      for (size_t i = 0; i < batch.size(); ++i) batch[i].C = Cs[i].data();
+      k.gemm.sgemmBatch(batch.data(), static_cast<int>(batch.size()));
+      for (size_t i = 0; i < batch.size(); ++i)
+        check(std::memcmp(Cs[i].data(), singles[i].data(), Cs[i].size() * sizeof(float)) == 0,
+              std::string(isaName(k.isa)) + fmt(" sgemmBatch product %lld, %lld threads", int64_t(i), threads) +
+                  " = sgemm alone");
+    }
+  }
+  setNumThreads(initial);
+}
+
 void testConv(const KernelTable& k, const ConvShape& s) {
   const int64_t oH = s.outH(), oW = s.outW(), P = oH * oW, K = s.patch();
   const auto x = random(s.batch * s.inC * s.H * s.W), w = random(s.outC * K), b = random(s.outC);
@@ -416,6 +490,7 @@ int main() {
       testElementwise(*k);
       testPooling2x2(*k);
     }
+    testGemmBatch(*k);
     testDeterminism(*k, 13, 8, 10, 16);
     testDeterminism(*k, 37, 1, 12, 10);
   }

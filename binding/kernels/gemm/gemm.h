@@ -27,6 +27,9 @@ struct GemmArgs {
 
 struct GemmKernels {
   void (*sgemm)(const GemmArgs& args);
+  // count independent products (outputs must not overlap) in one parallel
+  // pass; each result is bit-identical to sgemm's.
+  void (*sgemmBatch)(const GemmArgs* args, int count);
   // Register tile of the microkernel, for tests and benchmarks.
   int mr, nr;
 };

@@ -1,7 +1,9 @@
 // Packed SGEMM written once over a vector wrapper V (gemm_<isa>.cc instantiates
 // it). The layout follows the usual three-level scheme:
-//  - op(A) is packed once per call into MR-row panels, k-major ([k][MR]), for
-//    every K block; it is shared by all threads (read-only).
+//  - op(A) is read in place when its layout allows (the microkernel only needs
+//    MR floats per k, either MR rows of a row-major A or MR contiguous floats
+//    of a transposed one); a large transposed A is packed once per call into
+//    MR-row panels, k-major ([k][MR]), shared by all threads (read-only).
 //  - op(B) is packed one NR-column sliver at a time ([k][NR]) just before the
 //    MR x NR register tiles that use it, so the sliver stays in L1 while the
 //    A panels stream from L2.
@@ -84,6 +86,9 @@ struct GemmEpilogue {
   float beta = 0.0f;
   const float* rowBias = nullptr;
   const float* colBias = nullptr;
+  // Prefetch C ahead even when it is only written (beta == 0, first K
+  // block): a store to a line in no cache waits for the line's read.
+  bool prefetchC = false;
 };
 
 // One MR x (NV vectors) tile: acc = sum_k a[k][r] * b[k][c], row k of A
@@ -91,10 +96,12 @@ struct GemmEpilogue {
 // C = alpha*acc + beta*C + biases, on later blocks C += alpha*acc.
 // Kept out of line: inlined into the tile loops, its accumulators compete with
 // the loop's own registers and spill (seen with AVX2's 16 registers).
-template <class V, int NV, class Rows>
+// With RowA, A is instead a row-major matrix read in place: row r of the tile
+// starts aLd floats after row r-1 and k advances by one float.
+template <class V, int NV, class Rows, bool RowA = false>
 __attribute__((noinline)) void gemmMicroKernel(int64_t kc, const float* __restrict a, const Rows& b, float* c,
                             int64_t ldc, int64_t rows, int64_t cols, const GemmEpilogue& e, bool first,
-                            int64_t i0, int64_t j0, int64_t aStep) {
+                            int64_t i0, int64_t j0, int64_t aStep, int64_t aLd = 0) {
   using Reg = typename V::Reg;
   constexpr int MR = GemmTile<V>::kMR, L = V::kLanes, NR = GemmTile<V>::kNR;
   Reg acc[MR][NV];
@@ -109,11 +116,11 @@ __attribute__((noinline)) void gemmMicroKernel(int64_t kc, const float* __restri
     for (int v = 0; v < NV; ++v) bv[v] = V::load(bk + v * L);
 #pragma GCC unroll 32
     for (int r = 0; r < MR; ++r) {
-      const Reg av = V::set1(a[r]);
+      const Reg av = V::set1(RowA ? a[r * aLd] : a[r]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(av, bv[v], acc[r][v]);
     }
-    a += aStep;
+    a += RowA ? 1 : aStep;
   }
   // Every index into acc is a constant (unrolled loops, tests instead of
   // early exits), so the accumulators stay in registers: a loop with a
@@ -162,17 +169,17 @@ __attribute__((noinline)) void gemmMicroKernel(int64_t kc, const float* __restri
 
 // Narrow right-edge tiles use fewer B vectors (same sliver stride), so a
 // 196-column image wastes a fraction of one vector instead of one tile.
-template <class V, class Rows, int NV = GemmTile<V>::kNV>
+template <class V, class Rows, int NV = GemmTile<V>::kNV, bool RowA = false>
 inline void gemmTile(int64_t kc, const float* a, const Rows& b, float* c, int64_t ldc, int64_t rows, int64_t cols,
                      const GemmEpilogue& e, bool first, int64_t i0, int64_t j0,
-                     int64_t aStep = GemmTile<V>::kMR) {
+                     int64_t aStep = GemmTile<V>::kMR, int64_t aLd = 0) {
   if constexpr (NV > 1) {
     if (cols <= (NV - 1) * V::kLanes) {
-      gemmTile<V, Rows, NV - 1>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0, aStep);
+      gemmTile<V, Rows, NV - 1, RowA>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0, aStep, aLd);
       return;
     }
   }
-  gemmMicroKernel<V, NV, Rows>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0, aStep);
+  gemmMicroKernel<V, NV, Rows, RowA>(kc, a, b, c, ldc, rows, cols, e, first, i0, j0, aStep, aLd);
 }
 
 // Transposes an L x L block in registers: log2(L) rounds of zips of row i
@@ -299,18 +306,57 @@ inline void packAPanels(const PackA& packA, int64_t M, int64_t K, int64_t ip0, i
   }
 }
 
-// C tiles [ip0, ip1) x [jp0, jp1) (in MR / NR panels) from packed A and a B
-// packer, which fills `sliver` (kcBlock<V>(K) * NR floats owned by the calling
-// thread) or points into memory that already has the layout.
-template <class V, class PackB>
-inline void gemmTiles(int64_t M, int64_t N, int64_t K, const float* packedA, const PackB& packB, int64_t ip0,
-                      int64_t ip1, int64_t jp0, int64_t jp1, float* C, int64_t ldc, const GemmEpilogue& e,
-                      float* sliver) {
+// Where gemmTiles finds op(A): panels packed by packAPanels, shared by all threads.
+struct PackedPanels {
+  const float* data;
+  int64_t mPad;
+  const float* tile(int64_t ip, int64_t k0, int64_t kc, int64_t mr) const { return data + k0 * mPad + ip * mr * kc; }
+};
+
+// op(A) read where it lies, for every full MR-row panel: rows of a row-major
+// A (aLd = lda apart, k contiguous), or, transposed, MR contiguous floats per
+// k (lda apart). A partial last panel would read past the matrix, so that one
+// comes from `tail`, packed (packAPanels' layout, M padded to one panel).
+struct InPlaceA {
+  const float* A;
+  int64_t lda;
+  bool trans;
+  int64_t fullPanels;
+  const float* tail;
+};
+
+template <class V, class Rows>
+inline void gemmTileFrom(const PackedPanels& a, int64_t ip, int64_t k0, int64_t kc, const Rows& rows, float* c,
+                         int64_t ldc, int64_t m, int64_t n, const GemmEpilogue& e, int64_t i0, int64_t j0) {
+  gemmTile<V>(kc, a.tile(ip, k0, kc, GemmTile<V>::kMR), rows, c, ldc, m, n, e, k0 == 0, i0, j0);
+}
+
+template <class V, class Rows>
+inline void gemmTileFrom(const InPlaceA& a, int64_t ip, int64_t k0, int64_t kc, const Rows& rows, float* c,
+                         int64_t ldc, int64_t m, int64_t n, const GemmEpilogue& e, int64_t i0, int64_t j0) {
+  constexpr int MR = GemmTile<V>::kMR;
+  if (ip >= a.fullPanels) {
+    gemmTile<V>(kc, a.tail + k0 * MR, rows, c, ldc, m, n, e, k0 == 0, i0, j0);
+  } else if (a.trans) {
+    gemmTile<V>(kc, a.A + k0 * a.lda + i0, rows, c, ldc, m, n, e, k0 == 0, i0, j0, a.lda);
+  } else {
+    gemmTile<V, Rows, GemmTile<V>::kNV, true>(kc, a.A + i0 * a.lda + k0, rows, c, ldc, m, n, e, k0 == 0, i0, j0, 1,
+                                              a.lda);
+  }
+}
+
+// C tiles [ip0, ip1) x [jp0, jp1) (in MR / NR panels) from op(A) (packed
+// panels or InPlaceA) and a B packer, which fills `sliver` (kcBlock<V>(K)
+// * NR floats owned by the calling thread) or points into memory that
+// already has the layout.
+template <class V, class PackB, class ASource>
+inline void gemmTilesFrom(int64_t M, int64_t N, int64_t K, const ASource& a, const PackB& packB, int64_t ip0,
+                          int64_t ip1, int64_t jp0, int64_t jp1, float* C, int64_t ldc, const GemmEpilogue& e,
+                          float* sliver) {
   constexpr int MR = GemmTile<V>::kMR, NR = GemmTile<V>::kNR;
-  const int64_t kc = kcBlock<V>(K), mPad = roundUp(M, MR);
+  const int64_t kc = kcBlock<V>(K);
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t kcp = minI(kc, K - k0);
-    const float* aBlock = packedA + k0 * mPad;
     for (int64_t jp = jp0; jp < jp1; ++jp) {
       const int64_t j0 = jp * NR;
       const auto rows = packB(sliver, j0, k0, kcp);
@@ -318,60 +364,184 @@ inline void gemmTiles(int64_t M, int64_t N, int64_t K, const float* packedA, con
         const int64_t i0 = ip * MR;
         // A tile reads C (beta != 0 or a later K block) from MR rows far
         // apart, more streams than the hardware prefetchers track: fetch the
-        // next sliver's part of these rows (fc1's weight gradient: ~15%).
-        if ((e.beta != 0.0f || k0 > 0) && jp + 1 < jp1)
+        // next sliver's part of these rows (fc1's weight gradient: ~15%; its
+        // data gradient, write-only but cold, ~15% too).
+        if ((e.beta != 0.0f || k0 > 0 || e.prefetchC) && jp + 1 < jp1)
           for (int64_t r = i0; r < minI(M, i0 + MR); ++r)
             for (int64_t c = j0 + NR; c < minI(N, j0 + 2 * NR); c += 16) __builtin_prefetch(C + r * ldc + c, 1);
-        gemmTile<V>(kcp, aBlock + ip * MR * kcp, rows, C + i0 * ldc + j0, ldc, M - i0, N - j0, e,
-                           k0 == 0, i0, j0);
+        gemmTileFrom<V>(a, ip, k0, kcp, rows, C + i0 * ldc + j0, ldc, M - i0, N - j0, e, i0, j0);
       }
     }
   }
 }
 
+template <class V, class PackB>
+inline void gemmTiles(int64_t M, int64_t N, int64_t K, const float* packedA, const PackB& packB, int64_t ip0,
+                      int64_t ip1, int64_t jp0, int64_t jp1, float* C, int64_t ldc, const GemmEpilogue& e,
+                      float* sliver) {
+  gemmTilesFrom<V>(M, N, K, PackedPanels{packedA, roundUp(M, GemmTile<V>::kMR)}, packB, ip0, ip1, jp0, jp1, C, ldc,
+                   e, sliver);
+}
+
 // Below this many multiply-adds a second thread costs more than it saves.
 constexpr int64_t kMinMacsPerThread = 1 << 17;
 
+// A transposed op(A) is read in place while it stays cache-resident (a
+// linear layer's dy); larger ones are packed once, contiguous panels being
+// kinder to the cache when every sliver sweeps them again.
+constexpr int64_t kInPlaceTransABytes = 256 * 1024;
+
+// How one product of a batch is cut into work units: N slivers (each thread
+// then packs only its own B) or, when N has too few slivers to go round, M
+// panels.
+struct GemmPlan {
+  GemmArgs g;  // the product as computed (transposed when `swapped`)
+  int64_t panelsM = 0, panelsN = 0;
+  bool splitN = true;
+  int64_t units = 0;
+  bool packed = false;
+  float* packedA = nullptr;  // all panels when packed, else the tail panel
+  bool swapped = false;
+  float* C = nullptr;  // the caller's C when swapped (g.C is then scratch)
+  int64_t ldc = 0;
+};
+
+// C = A B^T with row-major A (M x K) and B (N x K) needs one of them
+// transposed into k-major panels. Computing C^T = B A^T instead packs A and
+// reads B in place: when A is a batch of a few slivers and B a linear layer's
+// weight, every thread then streams the weight once, straight from memory (in
+// rows, which prefetch well even when cold) instead of transposing it (fc1
+// forward: ~15%). With more slivers the weight would be swept once per
+// sliver, so A must fit in about one sliver per thread. Each element sums the
+// same products in the same order, so the result is unchanged; C^T goes
+// through scratch, hence only without beta and with at most one bias, whose
+// addition order the swap would change.
 template <class V>
-void sgemm(const GemmArgs& g) {
+inline bool swapPays(const GemmArgs& g) {
+  return g.transB && !g.transA && g.beta == 0.0f && (g.rowBias == nullptr || g.colBias == nullptr) && g.N > g.M &&
+         g.K >= 64 && ceilDiv(g.M, GemmTile<V>::kNR) <= maxI(2, numThreads());
+}
+
+// dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, in small
+// blocks so both sides stay within a few cache lines.
+inline void transposeCopy(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t cols) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
+    for (int64_t c0 = 0; c0 < cols; c0 += kBlock)
+      for (int64_t c = c0; c < minI(cols, c0 + kBlock); ++c)
+        for (int64_t r = r0; r < minI(rows, r0 + kBlock); ++r) dst[c * ldd + r] = src[r * lds + c];
+}
+
+// Products of a batch share one parallel pass, each split as if alone (every
+// thread takes the same share of each), so a linear layer's data and weight
+// gradients cost one dispatch and one wait instead of two of each. Which
+// thread computes a tile never changes how it is computed, so results do not
+// depend on the thread count.
+template <class V>
+void sgemmBatch(const GemmArgs* gs, int count) {
   constexpr int MR = GemmTile<V>::kMR, NR = GemmTile<V>::kNR;
-  const int64_t M = g.M, N = g.N, K = g.K;
-  if (M <= 0 || N <= 0) return;
-  const int64_t panelsM = ceilDiv(M, MR), panelsN = ceilDiv(N, NR);
-  // Splitting N lets each thread pack only its own B slivers; M is split only
-  // when N has too few slivers to go round.
-  const bool splitN = panelsN >= numThreads() || panelsN >= panelsM;
-  const int64_t units = splitN ? panelsN : panelsM;
-  int64_t threads = minI(numThreads(), units);
-  threads = minI(threads, 1 + M * N * K / kMinMacsPerThread);
-  const int64_t sliverFloats = kcBlock<V>(K) * NR;
-  float* packedA = static_cast<float*>(scratchBytes(sizeof(float) * (packedASize<V>(M, K) + threads * sliverFloats)));
-  float* slivers = packedA + packedASize<V>(M, K);
-  const StridedA<V> packA{g.A, g.lda, M, g.transA};
-  const StridedB<V> packB{g.B, g.ldb, N, g.transB};
-  GemmEpilogue e;
-  e.alpha = g.alpha;
-  e.beta = g.beta;
-  e.rowBias = g.rowBias;
-  e.colBias = g.colBias;
-  parallelForEach(0, panelsM, ceilDiv(panelsM, threads),
-                  [&](int64_t lo, int64_t hi) { packAPanels<V>(packA, M, K, lo, hi, packedA); });
+  constexpr int kMaxBatch = 4;
+  GemmPlan plans[kMaxBatch];
+  if (count > kMaxBatch) {
+    for (int i = 0; i < count; i += kMaxBatch) sgemmBatch<V>(gs + i, minI(kMaxBatch, count - i));
+    return;
+  }
+  int64_t totalMacs = 0, maxUnits = 0, sliverFloats = 0, aFloats = 0;
+  for (int i = 0; i < count; ++i) {
+    GemmPlan& p = plans[i];
+    p.g = gs[i];
+    GemmArgs& g = p.g;
+    if (g.M <= 0 || g.N <= 0) continue;
+    if (swapPays<V>(g)) {
+      p.swapped = true;
+      p.C = g.C;
+      p.ldc = g.ldc;
+      GemmArgs t = g;
+      t.M = g.N; t.N = g.M;
+      t.A = g.B; t.lda = g.ldb; t.transA = false;
+      t.B = g.A; t.ldb = g.lda; t.transB = true;
+      t.rowBias = g.colBias; t.colBias = g.rowBias;
+      t.ldc = g.M;  // t.C: scratch, set below
+      g = t;
+    }
+    p.panelsM = ceilDiv(g.M, MR);
+    p.panelsN = ceilDiv(g.N, NR);
+    p.splitN = p.panelsN >= numThreads() || p.panelsN >= p.panelsM;
+    p.units = p.splitN ? p.panelsN : p.panelsM;
+    p.packed = g.transA && g.K * g.lda * int64_t(sizeof(float)) > kInPlaceTransABytes;
+    aFloats += p.packed ? packedASize<V>(g.M, g.K) : (g.M % MR != 0 ? MR * g.K : 0);
+    if (p.swapped) aFloats += roundUp(g.M * g.N, 16);
+    sliverFloats = maxI(sliverFloats, kcBlock<V>(g.K) * NR);
+    totalMacs += g.M * g.N * g.K;
+    maxUnits = maxI(maxUnits, p.units);
+  }
+  if (maxUnits == 0) return;
+  int64_t threads = minI(numThreads(), maxUnits);
+  threads = minI(threads, 1 + totalMacs / kMinMacsPerThread);
+  float* scratch = static_cast<float*>(scratchBytes(sizeof(float) * (aFloats + threads * sliverFloats)));
+  float* slivers = scratch + aFloats;
+  for (int i = 0; i < count; ++i) {
+    GemmPlan& p = plans[i];
+    const GemmArgs& g = p.g;
+    if (p.units == 0) continue;
+    if (p.swapped) {
+      p.g.C = scratch;
+      scratch += roundUp(g.M * g.N, 16);
+    }
+    p.packedA = scratch;
+    const StridedA<V> packA{g.A, g.lda, g.M, g.transA};
+    if (p.packed) {
+      scratch += packedASize<V>(g.M, g.K);
+      parallelForEach(0, p.panelsM, ceilDiv(p.panelsM, threads),
+                      [&](int64_t lo, int64_t hi) { packAPanels<V>(packA, g.M, g.K, lo, hi, p.packedA); });
+    } else if (g.M % MR != 0) {
+      scratch += MR * g.K;
+      const int64_t i0 = (g.M / MR) * MR;
+      const float* a = g.transA ? g.A + i0 : g.A + i0 * g.lda;
+      packAPanels<V>(StridedA<V>{a, g.lda, g.M - i0, g.transA}, g.M - i0, g.K, 0, 1, p.packedA);
+    }
+  }
   parallelForEach(0, threads, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
-      const int64_t u0 = units * t / threads, u1 = units * (t + 1) / threads;
       float* sliver = slivers + t * sliverFloats;
-      if (splitN) {
-        gemmTiles<V>(M, N, K, packedA, packB, 0, panelsM, u0, u1, g.C, g.ldc, e, sliver);
-      } else {
-        gemmTiles<V>(M, N, K, packedA, packB, u0, u1, 0, panelsN, g.C, g.ldc, e, sliver);
+      for (int i = 0; i < count; ++i) {
+        const GemmPlan& p = plans[i];
+        const GemmArgs& g = p.g;
+        const int64_t u0 = p.units * t / threads, u1 = p.units * (t + 1) / threads;
+        if (u0 >= u1) continue;
+        GemmEpilogue e;
+        e.alpha = g.alpha;
+        e.beta = g.beta;
+        e.rowBias = g.rowBias;
+        e.colBias = g.colBias;
+        e.prefetchC = true;
+        const StridedB<V> packB{g.B, g.ldb, g.N, g.transB};
+        const int64_t ip0 = p.splitN ? 0 : u0, ip1 = p.splitN ? p.panelsM : u1;
+        const int64_t jp0 = p.splitN ? u0 : 0, jp1 = p.splitN ? u1 : p.panelsN;
+        if (p.packed) {
+          gemmTilesFrom<V>(g.M, g.N, g.K, PackedPanels{p.packedA, roundUp(g.M, MR)}, packB, ip0, ip1, jp0, jp1, g.C,
+                           g.ldc, e, sliver);
+        } else {
+          gemmTilesFrom<V>(g.M, g.N, g.K, InPlaceA{g.A, g.lda, g.transA, g.M / MR, p.packedA}, packB, ip0, ip1, jp0,
+                           jp1, g.C, g.ldc, e, sliver);
+        }
+        if (p.swapped) {  // this thread's tiles of C^T, back into C
+          const int64_t r0 = ip0 * MR, r1 = minI(g.M, ip1 * MR), c0 = jp0 * NR, c1 = minI(g.N, jp1 * NR);
+          transposeCopy(p.C + c0 * p.ldc + r0, p.ldc, g.C + r0 * g.ldc + c0, g.ldc, r1 - r0, c1 - c0);
+        }
       }
     }
   });
 }
 
 template <class V>
+void sgemm(const GemmArgs& g) {
+  sgemmBatch<V>(&g, 1);
+}
+
+template <class V>
 constexpr GemmKernels gemmKernels() {
-  return GemmKernels{&sgemm<V>, GemmTile<V>::kMR, GemmTile<V>::kNR};
+  return GemmKernels{&sgemm<V>, &sgemmBatch<V>, GemmTile<V>::kMR, GemmTile<V>::kNR};
 }
 
 }  // namespace
