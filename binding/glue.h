@@ -53,6 +53,11 @@ struct TypedArrayOf<uint8_t> {
   static constexpr napi_typedarray_type kType = napi_uint8_array;
   static constexpr const char* kName = "a Uint8Array";
 };
+template <>
+struct TypedArrayOf<double> {
+  static constexpr napi_typedarray_type kType = napi_float64_array;
+  static constexpr const char* kName = "a Float64Array";
+};
 
 // A typed array of T with exactly `length` elements (any length when length < 0).
 template <class T>

@@ -18,6 +18,13 @@ uint8_t* bytes(const Napi::CallbackInfo& info, size_t i, const char* name, int64
   return typedArray<uint8_t>(info, i, name, length);
 }
 
+// A Float64Array of `length` elements, or nullptr for null/undefined.
+double* optionalDoubles(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
+  const Napi::Value v = info[i];
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  return typedArray<double>(info, i, name, length);
+}
+
 // batch, channels, H, W at info[first..first+3]; H and W must hold one window.
 struct PoolGeometry {
   int64_t batch, channels, H, W;
@@ -196,7 +203,7 @@ void stemConvArgs(const Napi::CallbackInfo& info, size_t first, StemGeometry* g)
 
 // (input, pooled, window, picked, batch, channels, H, W, padH, padW, weight,
 //  convBias, gamma, beta, eps, relu, saveMean, saveInvstd, runningMean,
-//  runningVar, factor)
+//  runningVar, factor, patchMoments?)
 Napi::Value ConvBatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
   StemGeometry g = stemGeometryArg(info, 4);
   StemForwardTrainArgs p;
@@ -210,6 +217,7 @@ Napi::Value ConvBatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
   p.conv = g.conv;
   pooledOutputs(info, g.out, &p.pool);
   const RunningStatsUpdate update = trainingArgs(info, 12, g.out.channels, &a);
+  p.patchMoments = optionalDoubles(info, 21, "patchMoments", kStemMomentsLength);
   activeKernels().batchNorm.stemForwardTrain(p);
   update.apply(a);
   return info.Env().Undefined();
@@ -231,7 +239,7 @@ Napi::Value ConvBatchNormMaxPoolForwardEval(const Napi::CallbackInfo& info) {
 
 // (input, dy, dInput, window, picked, batch, channels, H, W, padH, padW,
 //  weight, convBias, dWeight, dBias, mean, invstd, gamma, beta, relu,
-//  batchStatistics, dgamma, dbeta)
+//  batchStatistics, dgamma, dbeta, patchMoments?)
 Napi::Value ConvBatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
   StemGeometry g = stemGeometryArg(info, 5);
   StemBackwardArgs p;
@@ -248,6 +256,7 @@ Napi::Value ConvBatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
   p.dWeight = optionalFloats(info, 13, ("dWeight [" + str(c) + ", 1, 3, 3]").c_str(), c * 9);
   p.dBias = optionalFloats(info, 14, "dBias", c);
   backwardArgs(info, 15, c, &a);
+  p.patchMoments = optionalDoubles(info, 23, "patchMoments", kStemMomentsLength);
   activeKernels().batchNorm.stemBackward(p);
   return info.Env().Undefined();
 }

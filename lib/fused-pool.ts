@@ -168,6 +168,8 @@ export class BatchNormMaxPool2d extends PooledBatchNorm {
  */
 export class ConvBatchNormMaxPool2d extends PooledBatchNorm {
   private readonly inGrad = new TensorCache();
+  /** The training forward's input patch moments, which backward reuses. */
+  private readonly patchMoments = new Float64Array(90);
   private readonly rest: BatchNormMaxPool2d;
   private unfused = false;
 
@@ -201,7 +203,7 @@ export class ConvBatchNormMaxPool2d extends PooledBatchNorm {
     return this.pooledForward(x, n, c, oh, ow, {
       train: (out, update, factor) => native.convBatchNormMaxPoolForwardTrain(x.data, out.y.data, out.window, out.picked, n, c, h,
         w, ph, pw, weight, convBias, gamma, beta, bn.eps, bn.relu, this.savedMean, this.savedInvstd,
-        update ? bn.runningMean : null, update ? bn.runningVar : null, factor),
+        update ? bn.runningMean : null, update ? bn.runningVar : null, factor, this.patchMoments),
       evaluate: (out) => native.convBatchNormMaxPoolForwardEval(x.data, out.y.data, out.window, out.picked, n, c, h, w, ph, pw,
         weight, convBias, bn.runningMean!, bn.runningVar!, gamma, beta, bn.eps, bn.relu),
     });
@@ -219,7 +221,7 @@ export class ConvBatchNormMaxPool2d extends PooledBatchNorm {
     native.convBatchNormMaxPoolBackward(x.data, dy.data, dInput ? dInput.data : null, saved.window, saved.picked, n,
       conv.outChannels, h, w, conv.padding[0], conv.padding[1], conv.weight.data, conv.bias?.data ?? null, conv.weight.grad,
       conv.bias?.grad ?? null, this.savedMean, this.savedInvstd, bn.weight?.data ?? null, bn.bias?.data ?? null, bn.relu,
-      saved.batchStatistics, dgamma, dbeta);
+      saved.batchStatistics, dgamma, dbeta, saved.batchStatistics ? this.patchMoments : null);
     this.accumulateGammaBeta();
     return dInput ?? NOT_COMPUTED;
   }

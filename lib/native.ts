@@ -142,6 +142,7 @@ export interface NativeAddon {
    * maxPool2x2 in one kernel. input [batch,1,H,W]; the convolution's output [batch,channels,oH,oW]
    * (oH = H + 2*padH - 2) is recomputed from the input and never stored; pooled, window, picked as
    * batchNormMaxPoolForwardTrain on that output. weight [channels,1,3,3]; convBias may be null.
+   * patchMoments (90 doubles, may be null) receives the input's patch moments for backward.
    */
   convBatchNormMaxPoolForwardTrain(
     input: Float32Array, pooled: Float32Array, window: Uint8Array, picked: Float32Array, batch: number,
@@ -149,6 +150,7 @@ export interface NativeAddon {
     convBias: Float32Array | null, gamma: Float32Array | null, beta: Float32Array | null, eps: number, relu: boolean,
     saveMean: Float32Array, saveInvstd: Float32Array,
     runningMean: Float32Array | null, runningVar: Float32Array | null, momentumFactor: number,
+    patchMoments?: Float64Array | null,
   ): void;
   /** The eval-mode (running statistics) counterpart of convBatchNormMaxPoolForwardTrain. */
   convBatchNormMaxPoolForwardEval(
@@ -159,7 +161,9 @@ export interface NativeAddon {
   ): void;
   /**
    * Backward of the fused stem from the pooled gradient dy: dWeight and dBias accumulated (+=),
-   * dInput [batch,1,H,W] (may be null), dgamma and dbeta overwritten.
+   * dInput [batch,1,H,W] (may be null), dgamma and dbeta overwritten. patchMoments: what the
+   * training forward wrote for the same input (90 doubles: the 3x3 patches' mean and covariance),
+   * or null to recompute them.
    */
   convBatchNormMaxPoolBackward(
     input: Float32Array, dy: Float32Array, dInput: Float32Array | null, window: Uint8Array, picked: Float32Array,
@@ -167,6 +171,7 @@ export interface NativeAddon {
     convBias: Float32Array | null, dWeight: Float32Array | null, dBias: Float32Array | null, mean: Float32Array,
     invstd: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, relu: boolean,
     batchStatistics: boolean, dgamma: Float32Array | null, dbeta: Float32Array | null,
+    patchMoments?: Float64Array | null,
   ): void;
   /** y = max(0, x) (NaN stays NaN); y may be x. */
   reluForward(x: Float32Array, y: Float32Array): void;

@@ -94,7 +94,7 @@ interface KernelRun {
 
 /** Forward (training with batch statistics, or eval) then backward of the fused native stem. */
 function runKernel(x: Float32Array, g: Geometry, p: StemParams, train: boolean, dy: Float32Array, running: Running,
-  options: { momentum?: number; inputGrad?: boolean } = {}): KernelRun {
+  options: { momentum?: number; inputGrad?: boolean; moments?: Float64Array } = {}): KernelRun {
   const { n, c, h, w, ph, pw } = g;
   const len = pooledLength(g);
   const pooled = new Float32Array(len).fill(NaN), window = new Uint8Array(len).fill(77), picked = new Float32Array(len).fill(NaN);
@@ -102,7 +102,7 @@ function runKernel(x: Float32Array, g: Geometry, p: StemParams, train: boolean, 
   const run: Running = { mean: running.mean.slice(), variance: running.variance.slice() };
   if (train) {
     native.convBatchNormMaxPoolForwardTrain(x, pooled, window, picked, n, c, h, w, ph, pw, p.weight, p.convBias, p.gamma,
-      p.beta, p.eps, p.relu, mean, invstd, run.mean, run.variance, options.momentum ?? 0.1);
+      p.beta, p.eps, p.relu, mean, invstd, run.mean, run.variance, options.momentum ?? 0.1, options.moments ?? null);
   } else {
     native.convBatchNormMaxPoolForwardEval(x, pooled, window, picked, n, c, h, w, ph, pw, p.weight, p.convBias, run.mean,
       run.variance, p.gamma, p.beta, p.eps, p.relu);
@@ -113,7 +113,7 @@ function runKernel(x: Float32Array, g: Geometry, p: StemParams, train: boolean, 
   const dgamma = p.gamma ? new Float32Array(c).fill(NaN) : null, dbeta = p.beta ? new Float32Array(c).fill(NaN) : null;
   const dInput = options.inputGrad === false ? null : new Float32Array(x.length).fill(NaN);
   native.convBatchNormMaxPoolBackward(x, dy, dInput, window, picked, n, c, h, w, ph, pw, p.weight, p.convBias, dWeight,
-    dBias, mean, invstd, p.gamma, p.beta, p.relu, train, dgamma, dbeta);
+    dBias, mean, invstd, p.gamma, p.beta, p.relu, train, dgamma, dbeta, train ? options.moments ?? null : null);
   return { pooled, window, picked, mean, invstd, running: run, dWeight, dBias, dgamma, dbeta, dInput };
 }
 
@@ -441,10 +441,46 @@ describe('fused Conv2d(1 -> C, 3x3) + BatchNorm2d (+ ReLU) + MaxPool2d(2) kernel
           const full = runKernel(x, g, p, train, dy, runningStats(g.c, 73));
           const lean = runKernel(x, g, p, train, dy, runningStats(g.c, 73), { inputGrad: false });
           const what = `${isa} ${describeGeometry(g)} train=${train}`;
-          expect(relError(lean.dWeight, full.dWeight), what).toBeLessThan(5e-5);
-          expect(relError(lean.dBias!, full.dBias!), what).toBeLessThan(5e-5);
+          // The conv gradients come from the same sums either way.
+          expectSame(lean.dWeight, full.dWeight, what);
+          expectSame(lean.dBias!, full.dBias!, what);
           expectSame(lean.dgamma!, full.dgamma!, what);
           expectSame(lean.dbeta!, full.dbeta!, what);
+        }
+      }
+    });
+  });
+
+  it("backward reusing the training forward's patch moments gives the same bits as recomputing them", () => {
+    forEachIsa((isa) => {
+      for (const g of [{ n: 3, c: 16, h: 28, w: 28, ph: 1, pw: 1 }, { n: 2, c: 3, h: 5, w: 7, ph: 2, pw: 0 }]) {
+        const p = stemParams(g.c, 74, { bias: true, affine: true, relu: false });
+        const x = normalArray(g.n * g.h * g.w, 75, 1, 3), dy = normalArray(pooledLength(g), 76);
+        const moments = new Float64Array(90).fill(NaN);
+        const kept = runKernel(x, g, p, true, dy, runningStats(g.c, 77), { moments, inputGrad: false });
+        const fresh = runKernel(x, g, p, true, dy, runningStats(g.c, 77), { inputGrad: false });
+        const what = `${isa} ${describeGeometry(g)}`;
+        expectSame(kept.pooled, fresh.pooled, what);
+        expectSame(kept.dWeight, fresh.dWeight, what);
+        expectSame(kept.dBias!, fresh.dBias!, what);
+        // The first nine are the taps' means over every output position (zero padding included).
+        const [oh, ow] = convOut(g);
+        for (let t = 0; t < 9; t++) {
+          let sum = 0;
+          for (let img = 0; img < g.n; img++) {
+            for (let r = 0; r < oh; r++) {
+              for (let s2 = 0; s2 < ow; s2++) {
+                const yy = r + Math.floor(t / 3) - g.ph, xx = s2 + (t % 3) - g.pw;
+                if (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w) sum += x[(img * g.h + yy) * g.w + xx];
+              }
+            }
+          }
+          expect(Math.abs(moments[t] - sum / (g.n * oh * ow)), `${what} tap ${t}`).toBeLessThan(1e-12 * (1 + Math.abs(sum)));
+        }
+        // ...then their covariance: symmetric, with a non-negative diagonal.
+        for (let t = 0; t < 9; t++) {
+          expect(moments[9 + 10 * t], what).toBeGreaterThanOrEqual(0);
+          for (let u = 0; u < 9; u++) expect(moments[9 + 9 * t + u], what).toBe(moments[9 + 9 * u + t]);
         }
       }
     });
@@ -634,6 +670,11 @@ describe('fused Conv2d(1 -> C, 3x3) + BatchNorm2d (+ ReLU) + MaxPool2d(2) kernel
     expect(backward({})).not.toThrow();
 
     // Array lengths and types, named with their expected shapes.
+    expect(train({ 21: new Float64Array(90) })).not.toThrow();
+    expect(train({ 21: new Float64Array(89) })).toThrow(/patchMoments has 89 elements, expected 90/);
+    expect(train({ 21: new Float32Array(90) })).toThrow(TypeError);
+    expect(backward({ 23: new Float64Array(91) })).toThrow(/patchMoments has 91 elements, expected 90/);
+    expect(backward({ 23: [1, 2] })).toThrow(/patchMoments must be a Float64Array/);
     expect(train({ 0: new Float32Array(71) })).toThrow(RangeError);
     expect(train({ 0: new Float32Array(71) })).toThrow(/input \[2, 1, 6, 6\] has 71 elements, expected 72/);
     expect(train({ 1: new Float32Array(31) })).toThrow(/pooled \[2, 4, 2, 2\] has 31 elements/);

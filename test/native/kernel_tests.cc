@@ -208,6 +208,7 @@ void testStem(const KernelTable& k, std::mt19937& rng) {
                                  " threads=" + std::to_string(numThreads());
         // Fused.
         std::vector<float> pooled(outN, NAN), picked(outN, NAN), mean(C), invstd(C);
+        std::vector<double> moments(kStemMomentsLength, NAN);
         std::vector<double> variance(C);
         std::vector<uint8_t> window(outN);
         if (train) {
@@ -217,6 +218,7 @@ void testStem(const KernelTable& k, std::mt19937& rng) {
           f.pool.bn.saveMean = mean.data(); f.pool.bn.saveInvstd = invstd.data(); f.pool.bn.batchVariance = variance.data();
           f.pool.shape.H = oH; f.pool.shape.W = oW;
           f.pool.pooled = pooled.data(); f.pool.window = window.data(); f.pool.picked = picked.data();
+          f.patchMoments = moments.data();
           k.batchNorm.stemForwardTrain(f);
         } else {
           StemForwardEvalArgs f;
@@ -240,6 +242,17 @@ void testStem(const KernelTable& k, std::mt19937& rng) {
         b.pool.shape.H = oH; b.pool.shape.W = oW; b.pool.window = window.data(); b.pool.picked = picked.data();
         b.dWeight = dWeight.data(); b.dBias = dBias.data(); b.dInput = dInput.data();
         k.batchNorm.stemBackward(b);
+        if (train) {
+          // Backward reusing the forward's patch moments: the same bits as recomputing them.
+          std::vector<float> dWeightKept(9 * C, 0.0f), dBiasKept(C, 0.0f);
+          StemBackwardArgs kept = b;
+          kept.patchMoments = moments.data();
+          kept.dWeight = dWeightKept.data();
+          kept.dBias = dBiasKept.data();
+          kept.dInput = nullptr;
+          k.batchNorm.stemBackward(kept);
+          check(dWeightKept == dWeight && dBiasKept == dBias, name + " patch moments reused");
+        }
 
         // Unfused.
         std::vector<float> y(convN), z(convN), pooledU(outN), meanU(C), invstdU(C);

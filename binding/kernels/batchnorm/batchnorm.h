@@ -108,9 +108,15 @@ struct StemConv {
   int64_t outW() const { return inW + 2 * padW - 2; }
 };
 
+// The input's patch moments the training forward derives its statistics
+// from, kept for backward: the mean of each of the 9 taps, then their 9 x 9
+// covariance, over every output position of the batch.
+constexpr int64_t kStemMomentsLength = 9 + 81;
+
 struct StemForwardTrainArgs {
   StemConv conv;
   BnPoolForwardTrainArgs pool;
+  double* patchMoments = nullptr;  // [kStemMomentsLength] written; may be nullptr
 };
 
 struct StemForwardEvalArgs {
@@ -124,6 +130,8 @@ struct StemBackwardArgs {
   float* dWeight = nullptr;  // [C, 1, 3, 3], accumulated (+=); may be nullptr
   float* dBias = nullptr;    // [C], accumulated (+=); may be nullptr
   float* dInput = nullptr;   // [N, 1, inH, inW], overwritten; may be nullptr
+  // The training forward's patchMoments for the same input; nullptr: recomputed.
+  const double* patchMoments = nullptr;
 };
 
 struct BatchNormKernels {

@@ -186,6 +186,19 @@ struct StemPatchMoments {
     for (int u = 0; u < kStemTaps; ++u) v += cov[t][u] * s.weight[c * kStemTaps + u];
     return v;
   }
+  void save(double* out) const {
+    for (int t = 0; t < kStemTaps; ++t) out[t] = mean[t];
+    for (int t = 0; t < kStemTaps; ++t)
+      for (int u = 0; u < kStemTaps; ++u) out[kStemTaps + kStemTaps * t + u] = cov[t][u];
+  }
+  static StemPatchMoments load(const double* in, double positions) {
+    StemPatchMoments m;
+    m.count = positions;
+    for (int t = 0; t < kStemTaps; ++t) m.mean[t] = in[t];
+    for (int t = 0; t < kStemTaps; ++t)
+      for (int u = 0; u < kStemTaps; ++u) m.cov[t][u] = in[kStemTaps + kStemTaps * t + u];
+    return m;
+  }
   double outputVariance(const StemConv& s, int64_t c) const {
     double v = 0;
     for (int t = 0; t < kStemTaps; ++t) v += s.weight[c * kStemTaps + t] * outputCovariance(s, c, t);
@@ -321,6 +334,7 @@ void stemForwardTrain(const StemForwardTrainArgs& a) {
   const int64_t slotFloats = std::max(stemMomentsSlotFloats(g), g.paddedFloats + g.planeFloats);
   const StemScratch scratch(sizeof(double) * static_cast<size_t>(l.batch * kStemSums), slotFloats);
   const StemPatchMoments patch = stemPatchMoments<V>(s, g, l.batch, static_cast<double*>(scratch.head), scratch.slots);
+  if (a.patchMoments) patch.save(a.patchMoments);
   for (int64_t c = 0; c < l.channels; ++c) {
     Moments m;
     m.count = patch.count;
@@ -465,7 +479,10 @@ void stemBackward(const StemBackwardArgs& a) {
   });
   if (a.dWeight || a.dBias) {
     StemPatchMoments patch;
-    if (bn.batchStatistics) patch = stemPatchMoments<V>(s, g, l.batch, momentRecords, scratch.slots);
+    if (bn.batchStatistics) {
+      patch = a.patchMoments ? StemPatchMoments::load(a.patchMoments, count)
+                             : stemPatchMoments<V>(s, g, l.batch, momentRecords, scratch.slots);
+    }
     StemSlots slots(scratch.slots, perSlot);
     parallelForEach(0, planes, stemPlaneGrain(g), [&](int64_t q0, int64_t q1) {
       float* padded = slots.claim();
