@@ -13,7 +13,7 @@ import { Sequential } from '../lib/sequential';
 import { invstdFromVariance } from '../lib/functional';
 import * as NN from './reference/nn';
 import * as BN from './reference/batchnorm';
-import { forEachIsa, makeRng, relError } from './reference/util';
+import { expectSame, forEachIsa, makeRng, normalArray, relError } from './reference/util';
 
 const initialThreads = native.getNumThreads();
 afterAll(() => native.setNumThreads(initialThreads));
@@ -24,11 +24,6 @@ const SHAPES: Shape[] = [
   [3, 2, 3, 2], [2, 1, 2, 2100], [1, 17, 9, 8], [1, 32, 28, 28],
 ];
 
-function normalArray(n: number, seed: number, scale = 1, offset = 0): Float32Array {
-  const rng = makeRng(seed), out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = offset + scale * rng.normal();
-  return out;
-}
 
 /** Small integers: many exact ties inside windows. */
 function tiedArray(n: number, seed: number): Float32Array {
@@ -37,14 +32,6 @@ function tiedArray(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** Elementwise identity (NaN equals NaN), reporting the first difference; fast on large arrays. */
-function expectSame(got: ArrayLike<number>, want: ArrayLike<number>, what = ''): void {
-  expect(got.length, what).toBe(want.length);
-  for (let i = 0; i < got.length; i++) {
-    const a = got[i], b = want[i];
-    if (!(a === b || (a !== a && b !== b))) expect(a, `${what} [${i}]`).toBe(b);
-  }
-}
 
 const outLength = ([n, c, h, w]: Shape) => n * c * (h >> 1) * (w >> 1);
 const codeOf = (from: number, h: number, w: number) => 2 * ((Math.floor(from / w) % h) % 2) + (from % w) % 2;

@@ -16,7 +16,7 @@ import { Sequential } from '../lib/sequential';
 import { Module } from '../lib/module';
 import { buildModel } from '../lib/models';
 import { invstdFromVariance } from '../lib/functional';
-import { forEachIsa, makeRng, relError } from './reference/util';
+import { expectSame, forEachIsa, makeRng, normalArray, relError } from './reference/util';
 
 const initialThreads = native.getNumThreads();
 afterAll(() => native.setNumThreads(initialThreads));
@@ -39,11 +39,6 @@ const pooledLength = (g: Geometry) => {
 };
 const describeGeometry = (g: Geometry) => `N=${g.n} C=${g.c} ${g.h}x${g.w} pad=${g.ph}x${g.pw}`;
 
-function normalArray(n: number, seed: number, scale = 1, offset = 0): Float32Array {
-  const rng = makeRng(seed), out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = offset + scale * rng.normal();
-  return out;
-}
 
 /** MNIST-like images: mostly exact zeros (so many exactly tied conv outputs), strokes in (0, 1]. */
 function digitArray(n: number, seed: number): Float32Array {
@@ -52,13 +47,6 @@ function digitArray(n: number, seed: number): Float32Array {
   return out;
 }
 
-function expectSame(got: ArrayLike<number>, want: ArrayLike<number>, what = ''): void {
-  expect(got.length, what).toBe(want.length);
-  for (let i = 0; i < got.length; i++) {
-    const a = got[i], b = want[i];
-    if (!(a === b || (a !== a && b !== b))) expect(a, `${what} [${i}]`).toBe(b);
-  }
-}
 
 function stemParams(c: number, seed: number, o: { bias: boolean; affine: boolean; relu: boolean }): StemParams {
   return {

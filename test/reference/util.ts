@@ -77,3 +77,19 @@ export function relError(got: ArrayLike<number>, want: ArrayLike<number>): numbe
   }
   return worst;
 }
+
+/** n seeded normal values, offset + scale * N(0, 1), as float32. */
+export function normalArray(n: number, seed: number, scale = 1, offset = 0): Float32Array {
+  const rng = makeRng(seed), out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = offset + scale * rng.normal();
+  return out;
+}
+
+/** Elementwise identity (NaN equals NaN), reporting the first difference; fast on large arrays. */
+export function expectSame(got: ArrayLike<number>, want: ArrayLike<number>, what = ''): void {
+  expect(got.length, what).toBe(want.length);
+  for (let i = 0; i < got.length; i++) {
+    const a = got[i], b = want[i];
+    if (!(a === b || (a !== a && b !== b))) expect(a, `${what} [${i}]`).toBe(b);
+  }
+}
