@@ -4,6 +4,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   BatchNorm1d,
   BatchNorm2d,
+  MaxPool2d,
+  Sequential,
   Tensor,
   availableIsas,
   batchNormBackward,
@@ -140,6 +142,35 @@ describe('numerics', () => {
       const dx = bn.backward(new Tensor(Float32Array.from({ length: x.size }, (_, i) => Math.sin(i)), x.shape));
       expect(dx.data.every(Number.isFinite)).toBe(true);
       expect(Array.from(bn.runningVar!)).toEqual([0.9, 0.9].map(Math.fround));
+    }
+  });
+
+  it.each(availableIsas())('lets a NaN spread through its channel, fused ReLU included, as PyTorch does (%s)', (isaName) => {
+    setIsa(isaName);
+    // Flat-planes (30x30), channel-wise (3x3) and channels-last plans; the
+    // pooled fusion too. relu(NaN) is NaN (max(0, x) keeps x when x is NaN).
+    for (const [channelsLast, h] of [[false, 30], [false, 3], [true, 3]] as const) {
+      const shape = channelsLast ? [4, h, h, 2] : [4, 2, h, h];
+      const x = new Tensor(Float32Array.from({ length: 8 * h * h }, (_, i) => Math.cos(i)), shape);
+      x.data[channelsLast ? 2 : 1] = NaN;  // channel 0
+      const channelOf = (i: number) => (channelsLast ? i % 2 : Math.floor(i / (h * h)) % 2);
+      const bn = new BatchNorm2d(2, { channelsLast, relu: true });
+      const y = bn.forward(x);
+      for (let i = 0; i < y.size; i++) {
+        if (channelOf(i) === 0) expect(y.data[i], `${isaName} ${shape} [${i}]`).toBeNaN();
+        else expect(Number.isFinite(y.data[i]), `${isaName} ${shape} [${i}]`).toBe(true);
+      }
+      // The running variance is NaN now: eval refuses it instead of guessing.
+      bn.eval();
+      expect(() => bn.forward(x)).toThrow(/runningVar\[0\] must be >= 0, got nan/);
+      if (channelsLast || h < 2) continue;
+      const fused = new Sequential([new BatchNorm2d(2, { relu: true }), new MaxPool2d(2)]);
+      const pooled = fused.forward(x);
+      for (let i = 0; i < pooled.size; i++) {
+        const c = Math.floor(i / ((h >> 1) * (h >> 1))) % 2;
+        if (c === 0) expect(pooled.data[i], `${isaName} pooled [${i}]`).toBeNaN();
+        else expect(Number.isFinite(pooled.data[i])).toBe(true);
+      }
     }
   });
 

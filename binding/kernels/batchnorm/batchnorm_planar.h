@@ -184,7 +184,7 @@ __attribute__((flatten)) void planarNormalize(const float* x, float* y, int64_t 
     simd::mapStore<V>(ys, spatial, stream, [&](auto full, int64_t i, int64_t valid) {
       ahead.step();
       const Reg v = affine<V>(loadN<V>(full, xs + i, valid, 0.0f), meanV, scaleV, betaV);
-      return relu ? V::max(v, zeroV) : v;
+      return relu ? V::max(zeroV, v) : v;
     });
   }
 }

@@ -44,7 +44,7 @@ void normalizeCompact(const float* x, float* y, int64_t n, typename V::Reg mean,
   const typename V::Reg zero = V::zero();
   simd::vectorLoop<V>(n, [&](auto full, int, int64_t i, int64_t valid) {
     const typename V::Reg v = affine<V>(simd::loadN<V>(full, x + i, valid, 0.0f), mean, scale, beta);
-    simd::storeN<V>(full, y + i, relu ? V::max(v, zero) : v, valid);
+    simd::storeN<V>(full, y + i, relu ? V::max(zero, v) : v, valid);
   });
 }
 

@@ -338,7 +338,7 @@ void rowsNormalize(const float* x, float* y, int64_t length, int64_t channels, c
         y, length, channels, stream, [=](int64_t channel) { return affineAt<V>(a, channel); },
         [=](auto full, int64_t i, int64_t valid, const ChannelRegs<V, 3>& k) {
           const typename V::Reg v = affine<V>(loadN<V>(full, x + i, valid, 0.0f), k.v[0], k.v[1], k.v[2]);
-          return decltype(reluFlag)::value ? V::max(v, V::zero()) : v;
+          return decltype(reluFlag)::value ? V::max(V::zero(), v) : v;
         });
   });
 }

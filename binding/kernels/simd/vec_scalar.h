@@ -25,6 +25,8 @@ struct Scalar {
   static Reg sub(Reg a, Reg b) { return a - b; }
   static Reg mul(Reg a, Reg b) { return a * b; }
   static Reg fma(Reg a, Reg b, Reg c) { return a * b + c; }  // a*b + c
+  // b when either is NaN, as x86's maxps (NEON's returns NaN): a ReLU is
+  // max(0, x), so a NaN input stays NaN on every path.
   static Reg max(Reg a, Reg b) { return a > b ? a : b; }
   static Reg min(Reg a, Reg b) { return a < b ? a : b; }
   // Keeps `v` where `mask` > 0, zero elsewhere (ReLU-mask in backward).
