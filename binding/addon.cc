@@ -45,11 +45,11 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) { return Napi::Number:
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const std::string& selectionError = isaSelectionError();
   if (!selectionError.empty()) throw Napi::Error::New(env, "bnkit: " + selectionError);
-  exports.Set("isa", Napi::Function::New(env, Isa, "isa"));
-  exports.Set("availableIsas", Napi::Function::New(env, AvailableIsas, "availableIsas"));
-  exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
-  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
-  exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
+  glue::exportFunction(env, exports, "isa", Isa);
+  glue::exportFunction(env, exports, "availableIsas", AvailableIsas);
+  glue::exportFunction(env, exports, "setIsa", SetIsa);
+  glue::exportFunction(env, exports, "setNumThreads", SetNumThreads);
+  glue::exportFunction(env, exports, "getNumThreads", GetNumThreads);
   exports.Set("hardwareThreads", Napi::Number::New(env, hardwareThreads()));
   registerBatchNorm(env, exports);
   registerNn(env, exports);

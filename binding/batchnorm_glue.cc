@@ -70,9 +70,9 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void registerBatchNorm(Napi::Env env, Napi::Object exports) {
-  exports.Set("batchNormForwardTrain", Napi::Function::New(env, ForwardTrain, "batchNormForwardTrain"));
-  exports.Set("batchNormForwardEval", Napi::Function::New(env, ForwardEval, "batchNormForwardEval"));
-  exports.Set("batchNormBackward", Napi::Function::New(env, Backward, "batchNormBackward"));
+  exportFunction(env, exports, "batchNormForwardTrain", ForwardTrain);
+  exportFunction(env, exports, "batchNormForwardEval", ForwardEval);
+  exportFunction(env, exports, "batchNormBackward", Backward);
 }
 
 }  // namespace bnkit::glue

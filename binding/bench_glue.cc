@@ -92,7 +92,7 @@ Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void registerBench(Napi::Env env, Napi::Object exports) {
-  exports.Set("streamCopy", Napi::Function::New(env, StreamCopy, "streamCopy"));
+  exportFunction(env, exports, "streamCopy", StreamCopy);
 }
 
 }  // namespace bnkit::glue

@@ -119,6 +119,12 @@ inline int64_t product(Napi::Env env, std::initializer_list<int64_t> dims) {
   return total;
 }
 
+// exports[name] = fn, a function that reports `name` in stack traces.
+inline void exportFunction(Napi::Env env, Napi::Object exports, const char* name,
+                           Napi::Value (*fn)(const Napi::CallbackInfo&)) {
+  exports.Set(name, Napi::Function::New(env, fn, name));
+}
+
 void registerBatchNorm(Napi::Env env, Napi::Object exports);
 void registerNn(Napi::Env env, Napi::Object exports);
 void registerBench(Napi::Env env, Napi::Object exports);

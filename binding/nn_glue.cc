@@ -335,7 +335,7 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
 
 void registerNn(Napi::Env env, Napi::Object exports) {
   const auto add = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
-    exports.Set(name, Napi::Function::New(env, fn, name));
+    exportFunction(env, exports, name, fn);
   };
   add("gemm", Gemm);
   add("linearForward", LinearForward);

@@ -159,7 +159,7 @@ Napi::Value BatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
 // The fused stem (batchnorm_stem.h): batch, channels, H, W, padH, padW of a
 // one-channel input at info[first..first+5]; the convolution's output must
 // hold one pooling window.
-struct StemGeometry {
+struct StemInput {
   int64_t batch, H, W;
   StemConv conv;
   PoolGeometry out;  // the convolution's output
@@ -169,8 +169,8 @@ struct StemGeometry {
   }
 };
 
-StemGeometry stemGeometryArg(const Napi::CallbackInfo& info, size_t first) {
-  StemGeometry g;
+StemInput stemInputArg(const Napi::CallbackInfo& info, size_t first) {
+  StemInput g;
   g.batch = size(info, first, "batch");
   const int64_t channels = size(info, first + 1, "channels");
   g.H = size(info, first + 2, "H");
@@ -194,7 +194,7 @@ StemGeometry stemGeometryArg(const Napi::CallbackInfo& info, size_t first) {
 }
 
 // (input, weight, convBias) at info[0], info[first], info[first + 1].
-void stemConvArgs(const Napi::CallbackInfo& info, size_t first, StemGeometry* g) {
+void stemConvArgs(const Napi::CallbackInfo& info, size_t first, StemInput* g) {
   const int64_t c = g->out.channels;
   g->conv.input = floats(info, 0, g->in("input").c_str(), g->inLength());
   g->conv.weight = floats(info, first, ("weight [" + str(c) + ", 1, 3, 3]").c_str(), c * 9);
@@ -205,7 +205,7 @@ void stemConvArgs(const Napi::CallbackInfo& info, size_t first, StemGeometry* g)
 //  convBias, gamma, beta, eps, relu, saveMean, saveInvstd, runningMean,
 //  runningVar, factor, patchMoments?)
 Napi::Value ConvBatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
-  StemGeometry g = stemGeometryArg(info, 4);
+  StemInput g = stemInputArg(info, 4);
   StemForwardTrainArgs p;
   BnForwardTrainArgs& a = p.pool.bn;
   a.layout = planarLayout(g.out);
@@ -226,7 +226,7 @@ Napi::Value ConvBatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
 // (input, pooled, window, picked, batch, channels, H, W, padH, padW, weight,
 //  convBias, runningMean, runningVar, gamma, beta, eps, relu)
 Napi::Value ConvBatchNormMaxPoolForwardEval(const Napi::CallbackInfo& info) {
-  StemGeometry g = stemGeometryArg(info, 4);
+  StemInput g = stemInputArg(info, 4);
   StemForwardEvalArgs p;
   p.pool.bn.layout = planarLayout(g.out);
   stemConvArgs(info, 10, &g);
@@ -241,7 +241,7 @@ Napi::Value ConvBatchNormMaxPoolForwardEval(const Napi::CallbackInfo& info) {
 //  weight, convBias, dWeight, dBias, mean, invstd, gamma, beta, relu,
 //  batchStatistics, dgamma, dbeta, patchMoments?)
 Napi::Value ConvBatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
-  StemGeometry g = stemGeometryArg(info, 5);
+  StemInput g = stemInputArg(info, 5);
   StemBackwardArgs p;
   BnBackwardArgs& a = p.pool.bn;
   a.layout = planarLayout(g.out);
@@ -265,7 +265,7 @@ Napi::Value ConvBatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
 
 void registerPool(Napi::Env env, Napi::Object exports) {
   const auto add = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
-    exports.Set(name, Napi::Function::New(env, fn, name));
+    exportFunction(env, exports, name, fn);
   };
   add("maxPool2x2Forward", MaxPool2x2Forward);
   add("maxPool2x2Backward", MaxPool2x2Backward);

@@ -14,6 +14,8 @@ import { invstdFromVariance } from './functional';
 import { Module } from './module';
 
 const NOT_COMPUTED = new Tensor(new Float32Array(0), [0]);
+/** kStemMomentsLength in binding/kernels/batchnorm/batchnorm.h. */
+const STEM_MOMENTS_LENGTH = 9 + 9 * 9;
 
 /** The pooled-size arrays a fused forward writes. */
 interface PooledOutputs {
@@ -168,8 +170,8 @@ export class BatchNormMaxPool2d extends PooledBatchNorm {
  */
 export class ConvBatchNormMaxPool2d extends PooledBatchNorm {
   private readonly inGrad = new TensorCache();
-  /** The training forward's input patch moments, which backward reuses. */
-  private readonly patchMoments = new Float64Array(90);
+  /** The training forward's input patch moments (9 tap means, 9 x 9 covariance), which backward reuses. */
+  private readonly patchMoments = new Float64Array(STEM_MOMENTS_LENGTH);
   private readonly rest: BatchNormMaxPool2d;
   private unfused = false;
 

@@ -30,6 +30,7 @@ namespace bnkit {
 namespace {
 
 constexpr int64_t kStemTaps = 9;
+static_assert(kStemMomentsLength == kStemTaps + kStemTaps * kStemTaps, "saved moments: 9 means, 9 x 9 covariance");
 
 // Sizes of one image's working buffers. Padded rows are read and conv rows
 // written a whole vector at a time, so both carry a vector of slack.
