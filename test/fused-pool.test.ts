@@ -296,8 +296,9 @@ describe('fused BatchNorm2d + MaxPool2d(2) kernels', () => {
   });
 
   it('gives the same bits for 1, 2 and 3 threads', () => {
-    // 14x14 planes take the channel-wise plan, 28x28 ones the flat-planes plan.
-    const shapes: Shape[] = [[64, 32, 14, 14], [8, 16, 28, 28]];
+    // Small planes (14x14, 9x11) are pooled in memory order after channel-wise statistics,
+    // 28x28 ones take the flat-planes plan, and large channels (130x128) go channel by channel.
+    const shapes: Shape[] = [[64, 32, 14, 14], [5, 3, 9, 11], [8, 16, 28, 28], [16, 2, 130, 128]];
     forEachIsa((isa) => {
       for (const shape of shapes) {
         const [n, c, h, w] = shape;

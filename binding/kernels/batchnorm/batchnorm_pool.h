@@ -5,16 +5,18 @@
 // normalize + pool) and writes only pooled-size arrays: the output, a byte per
 // window, and the input value each window picked. Backward takes its
 // per-channel sums from those pooled-size arrays alone, then reads x once more
-// to write dx. Both follow the plain batch norm's plan for the shape: channel
-// by channel (each still in L2 for its second pass), or plane by plane in
-// memory order for long planes (see usesFlatPlanes).
+// to write dx. The statistics follow the plain batch norm's plan for the
+// shape (so they are its bits); the pooling passes go in memory order, a
+// piece of several planes at a time, when planes are small (smallPoolPlanes),
+// plane by plane for long planes (usesFlatPlanes), and otherwise channel by
+// channel, each still in L2 from its first pass.
 //
 // The saving is memory traffic: when the full-size tensors would stay in the
 // last-level cache anyway (MNIST's 6.4 MB on a 32 MB L3, hot), the fused pass
 // costs about what the two layers do; it wins once other layers evict them.
 //
 // Exactness: the normalized values are computed with the same expression as
-// planarNormalize (affine() then max(v, 0)) and pooled by the same window rule
+// planarNormalize (affine() then max(0, v)) and pooled by the same window rule
 // as the standalone 2x2 pooling (maxpool2x2.h), so the forward output equals
 // BatchNorm -> MaxPool bit for bit on every ISA. Backward only differs from the
 // unfused pair in the order of its per-channel sums.
@@ -35,17 +37,6 @@ namespace {
 inline int64_t poolChannelGrain(int64_t perChannel) {
   const int64_t grain = kMinElementsPerThread / (perChannel > 0 ? perChannel : 1);
   return grain > 1 ? grain : 1;
-}
-
-// The normalized (and clipped) values, computed exactly as planarNormalize does.
-template <class V>
-void normalizeCompact(const float* x, float* y, int64_t n, typename V::Reg mean, typename V::Reg scale,
-                      typename V::Reg beta, bool relu) {
-  const typename V::Reg zero = V::zero();
-  simd::vectorLoop<V>(n, [&](auto full, int, int64_t i, int64_t valid) {
-    const typename V::Reg v = affine<V>(simd::loadN<V>(full, x + i, valid, 0.0f), mean, scale, beta);
-    simd::storeN<V>(full, y + i, relu ? V::max(zero, v) : v, valid);
-  });
 }
 
 // The pooled planes of one channel sit C planes apart: a piece of several
@@ -82,58 +73,92 @@ inline void prefetchPooledPlane(F* values, B* codes, P* picked, int64_t at, int6
   for (int64_t i = 0; i < length; i += 64) __builtin_prefetch(codes + at + i, ForWrite, 3);
 }
 
+// Pools n windows of compact rows (see poolWindows), each input normalized
+// (and clipped) in registers exactly as planarNormalize does, so the pooled
+// values equal BatchNorm -> MaxPool's.
+template <class V>
+inline void normalizeAndPoolWindows(const float* top, const float* bottom, int64_t n, float mean, float scale,
+                                    float beta, bool relu, float* pooled, uint8_t* window, float* picked) {
+  using Reg = typename V::Reg;
+  const Reg meanV = V::set1(mean), scaleV = V::set1(scale), betaV = V::set1(beta), zero = V::zero();
+  if (relu) {
+    const auto normalizeClipped = [&](Reg v) { return V::max(zero, affine<V>(v, meanV, scaleV, betaV)); };
+    poolWindows<V, true>(top, bottom, n, normalizeClipped, pooled, window, picked);
+  } else {
+    const auto normalize = [&](Reg v) { return affine<V>(v, meanV, scaleV, betaV); };
+    poolWindows<V, false>(top, bottom, n, normalize, pooled, window, picked);
+  }
+}
+
+// Planes small enough that a piece of work holds several: these go in memory
+// order rather than channel by channel.
+inline bool smallPoolPlanes(const BnPoolShape& s) { return s.outH() * s.outW() <= kPoolBlock / 2; }
+
 // Pools channel c of x (all batch planes) with the per-channel affine map.
 template <class V>
 void normalizeAndPoolChannel(const BnLayout& l, const BnPoolShape& s, int64_t c, const float* x, float mean,
                              float scale, float beta, bool relu, float* pooled, uint8_t* window, float* picked) {
-  const typename V::Reg meanV = V::set1(mean), scaleV = V::set1(scale), betaV = V::set1(beta);
   const ChannelPlanes at{l.channels, c, s.outH() * s.outW(), s.outW()};
   const int64_t stride = l.channels * l.spatial;
   const float* xc = x + c * l.spatial;
-  float xTop[2 * kPoolBlock], xBottom[2 * kPoolBlock], top[2 * kPoolBlock], bottom[2 * kPoolBlock];
-  float y[kPoolBlock], xs[kPoolBlock];
-  uint8_t code[kPoolBlock];
+  // The raw rows are kept: backward needs x at each maximum (picked).
+  float xTop[2 * kPoolBlock], xBottom[2 * kPoolBlock];
   forEachPoolPiece(l.batch, s.outH(), s.outW(), [&](const PoolPiece& p) {
-    const int64_t m = p.outputs();
     if (p.planes > 1) {
       for (int64_t q = p.plane + p.planes; q < p.plane + 2 * p.planes && q < l.batch; ++q) {
         prefetchPooledPlane(pooled, window, picked, (q * l.channels + c) * at.outPlane, at.outPlane);
       }
     }
-    // The raw rows are kept: backward needs x at each maximum (picked).
     gatherPoolRows<V>(xc, stride, s.W, p, xTop, xBottom);
-    normalizeCompact<V>(xTop, top, 2 * m, meanV, scaleV, betaV, relu);
-    normalizeCompact<V>(xBottom, bottom, 2 * m, meanV, scaleV, betaV, relu);
-    const bool direct = p.planes == 1;
-    float* yOut = direct ? pooled + at.offset(p) : y;
-    uint8_t* codeOut = direct ? window + at.offset(p) : code;
-    float* pickedOut = direct ? picked + at.offset(p) : xs;
-    if (relu) {
-      poolPairsPicking<true>(top, bottom, xTop, xBottom, m, yOut, codeOut, pickedOut);
-    } else {
-      poolPairsPicking<false>(top, bottom, xTop, xBottom, m, yOut, codeOut, pickedOut);
-    }
-    if (direct) return;
+    // Each plane's windows go straight to its place in the outputs.
+    const int64_t perPlane = p.outputs() / p.planes;
     for (int64_t q = 0; q < p.planes; ++q) {
-      const int64_t o = ((p.plane + q) * l.channels + c) * at.outPlane;
-      copyRow<V>(y + q * at.outPlane, pooled + o, at.outPlane);
-      copyRow<V>(xs + q * at.outPlane, picked + o, at.outPlane);
-      std::memcpy(window + o, code + q * at.outPlane, static_cast<size_t>(at.outPlane));
+      const int64_t o = p.planes == 1 ? at.offset(p) : ((p.plane + q) * l.channels + c) * at.outPlane;
+      normalizeAndPoolWindows<V>(xTop + 2 * q * perPlane, xBottom + 2 * q * perPlane, perPlane, mean, scale, beta,
+                                 relu, pooled + o, window + o, picked + o);
+    }
+  });
+}
+
+// Planes [q0, q1) of a tensor of small planes (several fit one piece), in
+// memory order: plane q is channel q % C of image q / C.
+template <class V, class Constants>
+void normalizeAndPoolPlanes(const BnLayout& l, const BnPoolShape& s, const float* x, bool relu, float* pooled,
+                            uint8_t* window, float* picked, int64_t q0, int64_t q1, Constants& constants) {
+  const int64_t outPlane = s.outH() * s.outW();
+  float xTop[2 * kPoolBlock], xBottom[2 * kPoolBlock];
+  forEachPoolPiece(q1 - q0, s.outH(), s.outW(), [&](const PoolPiece& p) {
+    gatherPoolRows<V>(x + q0 * l.spatial, l.spatial, s.W, p, xTop, xBottom);
+    for (int64_t j = 0; j < p.planes; ++j) {
+      const int64_t q = q0 + p.plane + j;
+      float mean, scale, beta;
+      constants(q % l.channels, &mean, &scale, &beta);
+      normalizeAndPoolWindows<V>(xTop + 2 * j * outPlane, xBottom + 2 * j * outPlane, outPlane, mean, scale, beta,
+                                 relu, pooled + q * outPlane, window + q * outPlane, picked + q * outPlane);
     }
   });
 }
 
 // Normalizes and pools every channel; constants(c, &mean, &scale, &beta).
-// Flat-planes tensors (usesFlatPlanes) go plane by plane in memory order, as
-// their statistics pass read them; the others channel by channel, each
+// Small planes go in memory order, a piece of several planes at a time: reads
+// and writes are sequential, and each thread takes the images that the layer
+// before (a convolution splits by image) most likely left in its own cache.
+// Flat-planes tensors (usesFlatPlanes) go plane by plane in memory order too,
+// as their statistics pass read them; the others channel by channel, each
 // channel still in L2 from its statistics.
 template <class V, class Constants>
 void normalizeAndPoolAll(const BnLayout& l, const BnPoolShape& s, const float* x, bool relu, float* pooled,
                          uint8_t* window, float* picked, Constants&& constants) {
+  const int64_t outPlane = s.outH() * s.outW(), planes = l.batch * l.channels;
+  if (smallPoolPlanes(s)) {
+    parallelForEach(0, planes, kMinElementsPerThread / l.spatial + 1, [&](int64_t q0, int64_t q1) {
+      normalizeAndPoolPlanes<V>(l, s, x, relu, pooled, window, picked, q0, q1, constants);
+    });
+    return;
+  }
   if (usesFlatPlanes(l)) {
     const BnLayout plane{1, l.channels, l.spatial, false};
-    const int64_t outPlane = s.outH() * s.outW();
-    parallelForEach(0, l.batch * l.channels, kMinElementsPerThread / l.spatial + 1, [&](int64_t q0, int64_t q1) {
+    parallelForEach(0, planes, kMinElementsPerThread / l.spatial + 1, [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1; ++q) {
         const int64_t n = q / l.channels, c = q % l.channels, out = n * l.channels * outPlane;
         float mean, scale, beta;
@@ -299,7 +324,7 @@ void poolGradient(const PoolBackwardView& v, const BnPoolShape& s, int64_t c, fl
     prefetchPiece<0>(xc, stride, l.spatial, piece, l.batch);
     prefetchPiece<0>(v.dy + c * at.outPlane, l.channels * at.outPlane, at.outPlane, piece, l.batch);
     prefetchPiece<0>(v.window + c * at.outPlane, l.channels * at.outPlane, at.outPlane, piece, l.batch);
-    unpoolPairs(dy, code, piece.outputs(), top, bottom);
+    unpoolWindows<V>(dy, code, piece.outputs(), top, bottom);
     if (wholeEvenPlanes) {
       // Rebuild the full-size gradient of these planes in L1, then one
       // long pass per plane: full vectors and whole cache lines of dx.
@@ -349,7 +374,7 @@ void backwardPool(const BnPoolBackwardArgs& p) {
   const BnLayout& l = a.layout;
   const double count = static_cast<double>(l.perChannel());
   const PoolBackwardView whole{l, a.x, a.dy, a.dx, p.window, p.picked};
-  if (!usesFlatPlanes(l)) {
+  if (!usesFlatPlanes(l) && !smallPoolPlanes(p.shape)) {
     parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t ca, int64_t cb) {
       for (int64_t c = ca; c < cb; ++c) {
         const PlanarGradSums sums = poolGradientSums<V>(whole, p.shape, c, a.mean[c]);

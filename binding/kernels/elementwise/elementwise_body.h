@@ -216,7 +216,7 @@ void maxPool2x2Forward(const MaxPoolShape& s, const float* x, float* y, uint8_t*
     forEachPoolPiece(hi - lo, oH, oW, [&](const PoolPiece& p) {
       gatherPoolRows<V>(x + lo * inPlane, inPlane, s.W, p, top, bottom);
       const int64_t o = (lo + p.plane) * outPlane + p.oy * oW + p.ox;
-      poolPairs<false>(top, bottom, p.outputs(), y + o, window + o);
+      poolWindows<V, false>(top, bottom, p.outputs(), [](typename V::Reg v) { return v; }, y + o, window + o, nullptr);
     });
   });
 }
@@ -229,7 +229,7 @@ void maxPool2x2Backward(const MaxPoolShape& s, const float* dy, const uint8_t* w
     float top[2 * kPoolBlock], bottom[2 * kPoolBlock];
     forEachPoolPiece(hi - lo, oH, oW, [&](const PoolPiece& p) {
       const int64_t o = (lo + p.plane) * outPlane + p.oy * oW + p.ox;
-      unpoolPairs(dy + o, window + o, p.outputs(), top, bottom);
+      unpoolWindows<V>(dy + o, window + o, p.outputs(), top, bottom);
       scatterPoolRows<V>(top, bottom, inPlane, s.W, p, dx + lo * inPlane);
     });
     for (int64_t plane = lo; plane < hi; ++plane) {

@@ -5,11 +5,10 @@
 //
 // Rows of a pooled plane are short (14 or 7 outputs in MNIST), too short to
 // vectorize one at a time. A block of output rows is therefore first copied
-// (or normalized) into two compact buffers, `top` holding the upper input row
-// of every window and `bottom` the lower one, so window i reads top[2i],
-// top[2i+1], bottom[2i], bottom[2i+1]: one long affine loop that each ISA's
-// translation unit vectorizes with its own flags (pure selects, no
-// arithmetic, so every ISA gives the same bits).
+// into two compact buffers, `top` holding the upper input row of every window
+// and `bottom` the lower one, so window i reads top[2i], top[2i+1], bottom[2i],
+// bottom[2i+1]: a vector unzip splits even and odd columns and a vector of
+// windows is pooled at once (poolWindows).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -73,77 +72,94 @@ inline void forEachPieceRow(const PoolPiece& piece, int64_t planeStride, int64_t
   }
 }
 
-// The first maximum in row-major order (a, b, c, d) wins, and a NaN beats
-// numbers: "takes" is !(candidate <= best) while best is not NaN, the same
-// rule as poolTakes() in elementwise_body.h. With Gate (a ReLU in front), an
-// output whose maximum is not > 0 gets kNoGradient: the ReLU passed no
-// gradient through any of its inputs.
-template <bool Gate>
-inline void poolPairs(const float* __restrict top, const float* __restrict bottom, int64_t n, float* __restrict y,
-                      uint8_t* __restrict code) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = top[2 * i], b = top[2 * i + 1], c = bottom[2 * i], d = bottom[2 * i + 1];
-    float best = a;
-    uint8_t at = 0;
-    if (!(b <= best) && best == best) {
-      best = b;
-      at = 1;
+// Pools windows [0, n) of compact rows, window i being top[2i], top[2i + 1],
+// bottom[2i], bottom[2i + 1], a vector of windows at a time: y[i] is the
+// first maximum in row-major order (a, b, c, d) of map(input), a NaN beating
+// numbers (the rule of poolTakes() in elementwise_body.h), and code[i] its
+// position 2 * ky + kx. `map` is applied to every input first: the fused batch
+// norm's affine map and ReLU, or the identity. With picked != nullptr the raw
+// input at each maximum is stored too (backward of the fused batch norm needs
+// it). With Gate (a ReLU in front), an output whose maximum is not > 0 gets
+// kNoGradient: the ReLU passed no gradient through any of its inputs.
+// Selection is by lane masks only, so every ISA gives the same bits.
+template <class V, bool Gate, class Map>
+inline void poolWindows(const float* top, const float* bottom, int64_t n, Map&& map, float* y, uint8_t* code,
+                        float* picked) {
+  using Reg = typename V::Reg;
+  constexpr int64_t L = V::kLanes;
+  const Reg codes[4] = {V::zero(), V::set1(1.0f), V::set1(2.0f), V::set1(3.0f)};
+  for (int64_t i = 0; i < n; i += L) {
+    // A ragged end of a run of at least L windows is pooled as the last L
+    // windows (some done twice, same values): cheaper than masked tails.
+    if (i + L > n && n >= L) i = n - L;
+    const int64_t valid = n - i < L ? n - i : L;
+    Reg t0, t1, b0, b1;
+    if (valid == L) {
+      t0 = V::load(top + 2 * i);
+      t1 = V::load(top + 2 * i + L);
+      b0 = V::load(bottom + 2 * i);
+      b1 = V::load(bottom + 2 * i + L);
+    } else {
+      const int64_t first = 2 * valid < L ? 2 * valid : L, second = 2 * valid - first;
+      t0 = V::loadPartial(top + 2 * i, first, 0.0f);
+      t1 = V::loadPartial(top + 2 * i + L, second, 0.0f);
+      b0 = V::loadPartial(bottom + 2 * i, first, 0.0f);
+      b1 = V::loadPartial(bottom + 2 * i + L, second, 0.0f);
     }
-    if (!(c <= best) && best == best) {
-      best = c;
-      at = 2;
+    Reg raw[4];
+    V::unzip(t0, t1, raw[0], raw[1]);
+    V::unzip(b0, b1, raw[2], raw[3]);
+    Reg best = map(raw[0]), bestRaw = raw[0], at = codes[0];
+#pragma GCC unroll 3
+    for (int k = 1; k < 4; ++k) {
+      const Reg candidate = map(raw[k]);
+      const typename V::Mask takes = V::replaces(candidate, best);
+      best = V::select(takes, candidate, best);
+      bestRaw = V::select(takes, raw[k], bestRaw);
+      at = V::select(takes, codes[k], at);
     }
-    if (!(d <= best) && best == best) {
-      best = d;
-      at = 3;
+    if (Gate) at = V::select(V::greater(best, V::zero()), at, V::set1(static_cast<float>(kNoGradient)));
+    if (valid == L) {
+      V::store(y + i, best);
+      if (picked) V::store(picked + i, bestRaw);
+    } else {
+      V::storePartial(y + i, best, valid);
+      if (picked) V::storePartial(picked + i, bestRaw, valid);
     }
-    y[i] = best;
-    code[i] = Gate && !(best > 0.0f) ? kNoGradient : at;
+    V::storeBytes(code + i, at, valid);
   }
 }
 
-// poolPairs on normalized values that also records, in picked, the raw input
-// (rawTop / rawBottom, same layout) at each maximum: one pass instead of two.
-template <bool Gate>
-inline void poolPairsPicking(const float* __restrict top, const float* __restrict bottom,
-                             const float* __restrict rawTop, const float* __restrict rawBottom, int64_t n,
-                             float* __restrict y, uint8_t* __restrict code, float* __restrict picked) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = top[2 * i], b = top[2 * i + 1], c = bottom[2 * i], d = bottom[2 * i + 1];
-    const float ra = rawTop[2 * i], rb = rawTop[2 * i + 1], rc = rawBottom[2 * i], rd = rawBottom[2 * i + 1];
-    float best = a, raw = ra;
-    uint8_t at = 0;
-    if (!(b <= best) && best == best) {
-      best = b;
-      raw = rb;
-      at = 1;
+// The inverse scatter: g[i] goes to the position its code names, zeros
+// elsewhere (a code >= kNoGradient passes nothing); the layout of poolWindows.
+template <class V>
+inline void unpoolWindows(const float* g, const uint8_t* code, int64_t n, float* top, float* bottom) {
+  using Reg = typename V::Reg;
+  constexpr int64_t L = V::kLanes;
+  const Reg zero = V::zero();
+  for (int64_t i = 0; i < n; i += L) {
+    if (i + L > n && n >= L) i = n - L;  // as in poolWindows
+    const int64_t valid = n - i < L ? n - i : L;
+    const Reg v = valid == L ? V::load(g + i) : V::loadPartial(g + i, valid, 0.0f);
+    const Reg c = V::loadBytes(code + i, valid);
+    Reg at[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) at[k] = V::select(V::equal(c, V::set1(static_cast<float>(k))), v, zero);
+    Reg top0, top1, bottom0, bottom1;
+    V::zip(at[0], at[1], top0, top1);
+    V::zip(at[2], at[3], bottom0, bottom1);
+    if (valid == L) {
+      V::store(top + 2 * i, top0);
+      V::store(top + 2 * i + L, top1);
+      V::store(bottom + 2 * i, bottom0);
+      V::store(bottom + 2 * i + L, bottom1);
+    } else {
+      const int64_t first = 2 * valid < L ? 2 * valid : L, second = 2 * valid - first;
+      V::storePartial(top + 2 * i, top0, first);
+      V::storePartial(top + 2 * i + L, top1, second);
+      V::storePartial(bottom + 2 * i, bottom0, first);
+      V::storePartial(bottom + 2 * i + L, bottom1, second);
     }
-    if (!(c <= best) && best == best) {
-      best = c;
-      raw = rc;
-      at = 2;
-    }
-    if (!(d <= best) && best == best) {
-      best = d;
-      raw = rd;
-      at = 3;
-    }
-    y[i] = best;
-    code[i] = Gate && !(best > 0.0f) ? kNoGradient : at;
-    picked[i] = raw;
-  }
-}
-
-// The inverse scatter: g[i] goes to the position its code names, zeros elsewhere.
-inline void unpoolPairs(const float* __restrict g, const uint8_t* __restrict code, int64_t n, float* __restrict top,
-                        float* __restrict bottom) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = g[i];
-    const uint8_t c = code[i];
-    top[2 * i] = c == 0 ? v : 0.0f;
-    top[2 * i + 1] = c == 1 ? v : 0.0f;
-    bottom[2 * i] = c == 2 ? v : 0.0f;
-    bottom[2 * i + 1] = c == 3 ? v : 0.0f;
   }
 }
 

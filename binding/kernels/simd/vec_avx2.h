@@ -3,6 +3,7 @@
 #pragma once
 #include <immintrin.h>
 #include <cstdint>
+#include <cstring>
 
 namespace bnkit::simd {
 
@@ -49,6 +50,38 @@ struct Avx2 {
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+  }
+  // Lane masks (all-ones / all-zeros lanes) for branch-free selection.
+  using Mask = __m256;
+  // !(candidate <= best) while best is not NaN: see Scalar::replaces.
+  static Mask replaces(Reg candidate, Reg best) {
+    return _mm256_and_ps(_mm256_cmp_ps(candidate, best, _CMP_NLE_UQ), _mm256_cmp_ps(best, best, _CMP_ORD_Q));
+  }
+  static Mask greater(Reg a, Reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static Mask equal(Reg a, Reg b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+  static Reg select(Mask m, Reg ifTrue, Reg ifFalse) { return _mm256_blendv_ps(ifFalse, ifTrue, m); }
+  // The first n lanes of v, whole numbers in [0, 255], as bytes.
+  static void storeBytes(uint8_t* p, Reg v, int64_t n) {
+    const __m256i w = _mm256_cvttps_epi32(v);
+    const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    const __m128i bytes = _mm_packus_epi16(words, words);
+    if (n >= 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), bytes);
+      return;
+    }
+    alignas(16) uint8_t buf[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(buf), bytes);
+    for (int64_t i = 0; i < n; ++i) p[i] = buf[i];
+  }
+  // n bytes (n <= kLanes) as whole-number lanes; lanes past n are 0.
+  static Reg loadBytes(const uint8_t* p, int64_t n) {
+    int64_t bits = 0;
+    if (n >= 8) {
+      std::memcpy(&bits, p, 8);
+    } else if (n > 0) {
+      std::memcpy(&bits, p, static_cast<size_t>(n));
+    }
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bits)));
   }
   // lo = a0 b0 a1 b1 a2 b2 a3 b3, hi = a4 b4 ... a7 b7 (the halves interleaved).
   static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {

@@ -36,6 +36,24 @@ struct Avx512 {
   }
   static float reduceAdd(Reg v) { return _mm512_reduce_add_ps(v); }
   static float reduceMax(Reg v) { return _mm512_reduce_max_ps(v); }
+  // Lane masks for branch-free selection.
+  using Mask = __mmask16;
+  // !(candidate <= best) while best is not NaN: see Scalar::replaces.
+  static Mask replaces(Reg candidate, Reg best) {
+    return _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(best, best, _CMP_ORD_Q), candidate, best, _CMP_NLE_UQ);
+  }
+  static Mask greater(Reg a, Reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static Mask equal(Reg a, Reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+  static Reg select(Mask m, Reg ifTrue, Reg ifFalse) { return _mm512_mask_blend_ps(m, ifFalse, ifTrue); }
+  // The first n lanes of v, whole numbers in [0, 255], as bytes.
+  static void storeBytes(uint8_t* p, Reg v, int64_t n) {
+    // Narrowed in a register: the store form of vpmovdb is microcoded on AMD.
+    _mm_mask_storeu_epi8(p, tailMask(n), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v)));
+  }
+  // n bytes (n <= kLanes) as whole-number lanes; lanes past n are 0.
+  static Reg loadBytes(const uint8_t* p, int64_t n) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tailMask(n), p)));
+  }
   // lo = a0 b0 a1 b1 ... a7 b7, hi = a8 b8 ... a15 b15 (the halves interleaved).
   static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
     const __m512i l = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);

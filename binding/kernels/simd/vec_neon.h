@@ -3,6 +3,7 @@
 #pragma once
 #include <arm_neon.h>
 #include <cstdint>
+#include <cstring>
 
 namespace bnkit::simd {
 
@@ -39,6 +40,29 @@ struct Neon {
   }
   static float reduceAdd(Reg v) { return vaddvq_f32(v); }
   static float reduceMax(Reg v) { return vmaxvq_f32(v); }
+  // Lane masks for branch-free selection.
+  using Mask = uint32x4_t;
+  // !(candidate <= best) while best is not NaN: see Scalar::replaces.
+  static Mask replaces(Reg candidate, Reg best) {
+    return vandq_u32(vmvnq_u32(vcleq_f32(candidate, best)), vceqq_f32(best, best));
+  }
+  static Mask greater(Reg a, Reg b) { return vcgtq_f32(a, b); }
+  static Mask equal(Reg a, Reg b) { return vceqq_f32(a, b); }
+  static Reg select(Mask m, Reg ifTrue, Reg ifFalse) { return vbslq_f32(m, ifTrue, ifFalse); }
+  // The first n lanes of v, whole numbers in [0, 255], as bytes.
+  static void storeBytes(uint8_t* p, Reg v, int64_t n) {
+    const uint16x4_t words = vmovn_u32(vcvtq_u32_f32(v));
+    const uint8x8_t bytes = vmovn_u16(vcombine_u16(words, words));
+    uint8_t buf[8];
+    vst1_u8(buf, bytes);
+    if (n > 0) std::memcpy(p, buf, static_cast<size_t>(n < 4 ? n : 4));
+  }
+  // n bytes (n <= kLanes) as whole-number lanes; lanes past n are 0.
+  static Reg loadBytes(const uint8_t* p, int64_t n) {
+    uint8_t buf[8] = {};
+    if (n > 0) std::memcpy(buf, p, static_cast<size_t>(n < 4 ? n : 4));
+    return vcvtq_f32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vld1_u8(buf)))));
+  }
   // lo = a0 b0 a1 b1, hi = a2 b2 a3 b3 (the halves interleaved).
   static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
     lo = vzip1q_f32(a, b);

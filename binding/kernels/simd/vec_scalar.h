@@ -33,6 +33,20 @@ struct Scalar {
   static Reg selectPositive(Reg mask, Reg v) { return mask > 0.0f ? v : 0.0f; }
   static float reduceAdd(Reg v) { return v; }
   static float reduceMax(Reg v) { return v; }
+  // Lane masks for branch-free selection (2x2 pooling picks its maximum with them).
+  using Mask = bool;
+  // Where `candidate` replaces `best` in a first-maximum scan in which a NaN
+  // beats every number: !(candidate <= best) while best is not NaN.
+  static Mask replaces(Reg candidate, Reg best) { return !(candidate <= best) && best == best; }
+  static Mask greater(Reg a, Reg b) { return a > b; }  // false if either is NaN
+  static Mask equal(Reg a, Reg b) { return a == b; }
+  static Reg select(Mask m, Reg ifTrue, Reg ifFalse) { return m ? ifTrue : ifFalse; }
+  // The first n lanes of v, whole numbers in [0, 255], as bytes.
+  static void storeBytes(uint8_t* p, Reg v, int64_t n) {
+    if (n > 0) *p = static_cast<uint8_t>(v);
+  }
+  // n bytes (n <= kLanes) as whole-number lanes; lanes past n are 0.
+  static Reg loadBytes(const uint8_t* p, int64_t n) { return n > 0 ? static_cast<float>(*p) : 0.0f; }
   // The halves interleaved; with one lane, a and b themselves.
   static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
     lo = a;
