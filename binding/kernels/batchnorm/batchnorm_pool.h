@@ -178,15 +178,52 @@ void normalizeAndPoolAll(const BnLayout& l, const BnPoolShape& s, const float* x
   });
 }
 
+// The channel-wise plan's statistics when its chunks are runs of whole
+// images (small planes), computed chunk by chunk instead of channel by
+// channel: a thread then reads a run of images, those the layer before most
+// likely left in its cache, rather than every image of half the channels.
+// Each channel merges the same chunk moments in the same order as
+// planarChannelMoments, so the bits are the channel-wise plan's. The threads
+// split the planes, not the (chunk, channel) items: a block takes the items
+// that start among its planes, so a short last chunk does not unbalance it.
+template <class V>
+void imageMajorStatistics(const BnForwardTrainArgs& a, const PlanarChunks& plan) {
+  const BnLayout& l = a.layout;
+  const int64_t chunks = plan.count(), channels = l.channels, stride = channels * l.spatial;
+  auto* records = static_cast<Moments*>(scratchBytes(sizeof(Moments) * chunks * channels));
+  parallelForEach(0, l.batch * channels, kMinElementsPerThread / l.spatial + 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t k = 0; k < chunks; ++k) {
+      const PlanarChunks::Chunk ck = plan[k];
+      // Item (k, c) starts at plane ck.n0 * channels + c * images.
+      const int64_t images = ck.n1 - ck.n0, start = ck.n0 * channels;
+      const auto firstAtOrAfter = [&](int64_t plane) {
+        const int64_t c = plane <= start ? 0 : (plane - start + images - 1) / images;
+        return c < channels ? c : channels;
+      };
+      for (int64_t c = firstAtOrAfter(lo); c < firstAtOrAfter(hi); ++c) {
+        records[k * channels + c] =
+            planarChunkMoments<V>(a.x + c * l.spatial, stride, l.batch, ck.n0, ck.n1, ck.s0, ck.s1);
+      }
+    }
+  });
+  for (int64_t c = 0; c < channels; ++c) {
+    Moments total;
+    for (int64_t k = 0; k < chunks; ++k) total = mergeMoments(total, records[k * channels + c]);
+    finishChannelStats<V>(a, c, total);
+  }
+}
+
 template <class V>
 void forwardTrainPool(const BnPoolForwardTrainArgs& p) {
   const BnForwardTrainArgs& a = p.bn;
   const BnLayout& l = a.layout;
   // The statistics must be those of the unfused kernel, bit for bit.
+  const PlanarChunks plan(l.batch, l.spatial);
   if (usesFlatPlanes(l)) {
     flatPlaneStatistics<V>(a);
+  } else if (plan.piecesPerSegment == 1 && plan.segmentsPerChunk > 1) {
+    imageMajorStatistics<V>(a, plan);
   } else {
-    const PlanarChunks plan(l.batch, l.spatial);
     parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         finishChannelStats<V>(a, c, planarChannelMoments<V>(a.x + c * l.spatial, l.channels * l.spatial, plan));
