@@ -248,6 +248,24 @@ describe('fused BatchNorm2d + MaxPool2d(2) kernels', () => {
     expectSame(dbeta, got.dbeta);
   });
 
+  it('a NaN gradient on a window the ReLU clipped goes nowhere (every ISA, small and large planes)', () => {
+    forEachIsa((isa) => {
+      for (const shape of [[4, 3, 14, 14], [2, 2, 40, 60]] as Shape[]) {
+        const [n, c, h, w] = shape;
+        const x = normalArray(n * c * h * w, 90), p = params(c, 91, true, true), dy = normalArray(outLength(shape), 92);
+        const clean = runFused(x, shape, p, dy);
+        const clipped = Array.from(clean.window, (code, i) => (code >= 4 ? i : -1)).filter((i) => i >= 0);
+        expect(clipped.length, isa).toBeGreaterThan(0);
+        const dyNaN = dy.slice();
+        for (const i of clipped) dyNaN[i] = NaN;
+        const got = runFused(x, shape, p, dyNaN);
+        expectSame(got.dx, clean.dx, isa);
+        expectSame(got.dgamma, clean.dgamma, isa);
+        expectSame(got.dbeta, clean.dbeta, isa);
+      }
+    });
+  });
+
   it('gradients agree with finite differences (train and eval)', () => {
     const shape: Shape = [2, 2, 5, 6];
     const [n, c, h, w] = shape;

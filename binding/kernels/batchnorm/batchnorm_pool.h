@@ -405,12 +405,69 @@ void planeGradientCoefficients(const BnBackwardArgs& a, int64_t grain, PlanarGra
   }
 }
 
+// sum(dy') and sum(dy' * (x - mean)) over one plane's n windows, in vectors
+// of windows: a gradient passes where its code is < kNoGradient.
+template <class V>
+PlanarGradSums planeGradientSums(const float* dy, const uint8_t* code, const float* picked, int64_t n, float mean) {
+  using Reg = typename V::Reg;
+  constexpr int64_t L = V::kLanes;
+  const Reg meanV = V::set1(mean), passes = V::set1(static_cast<float>(kNoGradient)), zero = V::zero();
+  Reg accDy = zero, accDyXc = zero;
+  for (int64_t i = 0; i < n; i += L) {
+    const int64_t valid = n - i < L ? n - i : L;
+    // Lanes past n load a zero gradient and x = mean: they add nothing.
+    const Reg g = V::select(V::greater(passes, V::loadBytes(code + i, valid)),
+                            valid == L ? V::load(dy + i) : V::loadPartial(dy + i, valid, 0.0f), zero);
+    const Reg x = valid == L ? V::load(picked + i) : V::loadPartial(picked + i, valid, mean);
+    accDy = V::add(accDy, g);
+    accDyXc = V::fma(g, V::sub(x, meanV), accDyXc);
+  }
+  return PlanarGradSums{V::reduceAdd(accDy), V::reduceAdd(accDyXc)};
+}
+
+// Backward of small even planes (smallPoolPlanes): sums plane by plane in
+// memory order, added per channel in batch order, then dx a piece of several
+// planes at a time: their routed gradient is rebuilt in L1 in one go, and
+// each plane is one long pass with its channel's coefficients.
+template <class V>
+void backwardPoolSmallPlanes(const BnPoolBackwardArgs& p) {
+  const BnBackwardArgs& a = p.bn;
+  const BnLayout& l = a.layout;
+  const BnPoolShape& s = p.shape;
+  const int64_t planes = l.batch * l.channels, oH = s.outH(), oW = s.outW(), outPlane = oH * oW;
+  auto* records = static_cast<PlanarGradSums*>(
+      scratchBytes(sizeof(PlanarGradSums) * planes + sizeof(GradCoefficients) * l.channels));
+  auto* coefficients = reinterpret_cast<GradCoefficients*>(records + planes);
+  const int64_t grain = kMinElementsPerThread / l.spatial + 1;
+  planeGradientCoefficients(a, grain, records, coefficients, [&](int64_t q) {
+    const int64_t at = q * outPlane;
+    return planeGradientSums<V>(a.dy + at, p.window + at, p.picked + at, outPlane, a.mean[q % l.channels]);
+  });
+  if (!a.dx) return;
+  parallelForEach(0, planes, grain, [&](int64_t q0, int64_t q1) {
+    float top[2 * kPoolBlock], bottom[2 * kPoolBlock], dense[4 * kPoolBlock];
+    forEachPoolPiece(q1 - q0, oH, oW, [&](const PoolPiece& piece) {
+      const int64_t first = q0 + piece.plane;
+      unpoolWindows<V>(a.dy + first * outPlane, p.window + first * outPlane, piece.outputs(), top, bottom);
+      scatterPoolRows<V>(top, bottom, l.spatial, s.W, PoolPiece{0, piece.planes, 0, oH, 0, oW}, dense);
+      for (int64_t j = 0; j < piece.planes; ++j) {
+        const int64_t q = first + j, c = q % l.channels;
+        const GradCoefficients gc = coefficients[c];
+        poolGradRow<V>(a.x + q * l.spatial, dense + j * l.spatial, a.dx + q * l.spatial, l.spatial,
+                       V::set1(a.mean[c]), V::set1(gc.k), V::set1(gc.b), V::set1(gc.c0));
+      }
+    });
+  });
+}
+
 template <class V>
 void backwardPool(const BnPoolBackwardArgs& p) {
   const BnBackwardArgs& a = p.bn;
   const BnLayout& l = a.layout;
   const double count = static_cast<double>(l.perChannel());
   const PoolBackwardView whole{l, a.x, a.dy, a.dx, p.window, p.picked};
+  // Even sides: every input is in a window, so a plane is its windows' rows.
+  if (smallPoolPlanes(p.shape) && p.shape.H % 2 == 0 && p.shape.W % 2 == 0) return backwardPoolSmallPlanes<V>(p);
   if (!usesFlatPlanes(l) && !smallPoolPlanes(p.shape)) {
     parallelForEach(0, l.channels, poolChannelGrain(l.perChannel()), [&](int64_t ca, int64_t cb) {
       for (int64_t c = ca; c < cb; ++c) {
