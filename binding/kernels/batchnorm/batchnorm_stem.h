@@ -408,28 +408,27 @@ inline void stemWindowViews(const StemGeometry& g, const BnPoolShape& shape, con
 
 // sum over the plane's windows of the routed gradient times the input under
 // each tap (sums[9]): dy goes to the window's chosen position only (code
-// 0..3; codes >= 4 pass nothing), so per quadrant it is a dense dot product
-// with that quadrant's views. `routed` holds 4 * viewFloats floats.
+// 0..3; codes >= 4 pass nothing), so per quadrant it is a dot product with
+// that quadrant's views, the gradient masked by code == quadrant in registers.
 template <class V>
 void stemRoutedTapSums(const float* dy, const uint8_t* code, int64_t windows, const float* views, int64_t viewFloats,
-                       float* routed, float* sums) {
+                       float* sums) {
   using Reg = typename V::Reg;
   constexpr int64_t L = V::kLanes;
-  for (int q = 0; q < 4; ++q) {
-    float* r = routed + q * viewFloats;
-    for (int64_t j = 0; j < windows; ++j) r[j] = code[j] == q ? dy[j] : 0.0f;
-  }
   Reg acc[kStemTaps];
   for (Reg& r : acc) r = V::zero();
-  for (int q = 0; q < 4; ++q) {
-    const float* r = routed + q * viewFloats;
-    const float* quadrant = views + (4 * (q >> 1) + (q & 1)) * viewFloats;
-    for (int64_t j = 0; j < windows; j += L) {
-      const int64_t valid = windows - j < L ? windows - j : L;
-      const Reg gv = valid == L ? V::load(r + j) : V::loadPartial(r + j, valid, 0.0f);
+  for (int64_t j = 0; j < windows; j += L) {
+    const int64_t valid = windows - j < L ? windows - j : L;
+    // Lanes past the windows carry a zero gradient (and the views are zero there).
+    const Reg g = valid == L ? V::load(dy + j) : V::loadPartial(dy + j, valid, 0.0f);
+    const Reg codes = V::loadBytes(code + j, valid);
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const Reg gq = V::select(V::equal(codes, V::set1(static_cast<float>(q))), g, V::zero());
+      const float* quadrant = views + (4 * (q >> 1) + (q & 1)) * viewFloats + j;
 #pragma GCC unroll 9
       for (int t = 0; t < kStemTaps; ++t) {
-        acc[t] = V::fma(gv, V::load(quadrant + (4 * (t / 3) + t % 3) * viewFloats + j), acc[t]);
+        acc[t] = V::fma(gq, V::load(quadrant + (4 * (t / 3) + t % 3) * viewFloats), acc[t]);
       }
     }
   }
@@ -454,9 +453,9 @@ void stemBackward(const StemBackwardArgs& a) {
   const int64_t planes = l.batch * l.channels, outPlane = shape.outH() * shape.outW();
   const double count = static_cast<double>(l.perChannel());
   const int64_t viewFloats = StemGeometry::roundUp(outPlane + V::kLanes, 16);
-  // Per block: padded image, then either 16 window views and 4 routed
-  // gradients, or (conv plane, its dx, padded image gradient), or a moments pass.
-  const int64_t perSlot = std::max({g.paddedFloats + 20 * viewFloats, g.paddedFloats + 2 * g.planeFloats + g.paddedFloats,
+  // Per block: padded image, then either 16 window views, or (conv plane, its
+  // dx, padded image gradient), or a moments pass.
+  const int64_t perSlot = std::max({g.paddedFloats + 16 * viewFloats, g.paddedFloats + 2 * g.planeFloats + g.paddedFloats,
                                     stemMomentsSlotFloats(g)});
   // Head: image moment records (doubles), plane gradient sums, channel
   // coefficients, plane routed-gradient sums.
@@ -476,7 +475,9 @@ void stemBackward(const StemBackwardArgs& a) {
   };
   // The batch-norm sums need only the pooled-size arrays.
   planeGradientCoefficients(bn, kMinElementsPerThread / (outPlane + 1) + 1, gradSums, coefficients, [&](int64_t q) {
-    return poolGradientSums<V>(pooledView(q, nullptr, nullptr), shape, 0, bn.mean[q % l.channels]);
+    const int64_t at = q * outPlane;
+    return planeGradientSums<V>(bn.dy + at, a.pool.window + at, a.pool.picked + at, outPlane,
+                                bn.mean[q % l.channels]);
   });
   if (a.dWeight || a.dBias) {
     StemPatchMoments patch;
@@ -488,11 +489,10 @@ void stemBackward(const StemBackwardArgs& a) {
     parallelForEach(0, planes, stemPlaneGrain(g), [&](int64_t q0, int64_t q1) {
       float* padded = slots.claim();
       float* views = padded + g.paddedFloats;
-      float* routed = views + 16 * viewFloats;
       forEachStemPlane(s, g, l.channels, q0, q1, padded, [&](int64_t n, int64_t c, const float* image) {
         const int64_t q = n * l.channels + c;
         if (c == 0 || q == q0) stemWindowViews(g, shape, image, viewFloats, views);
-        stemRoutedTapSums<V>(bn.dy + q * outPlane, a.pool.window + q * outPlane, outPlane, views, viewFloats, routed,
+        stemRoutedTapSums<V>(bn.dy + q * outPlane, a.pool.window + q * outPlane, outPlane, views, viewFloats,
                              routedSums + q * kStemTaps);
       });
     });
