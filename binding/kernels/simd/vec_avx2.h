@@ -83,6 +83,7 @@ struct Avx2 {
     }
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bits)));
   }
+  static constexpr bool kHasPermute2 = false;  // see Avx512::permute2
   // lo = a0 b0 a1 b1 a2 b2 a3 b3, hi = a4 b4 ... a7 b7 (the halves interleaved).
   static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
     const Reg l = _mm256_unpacklo_ps(a, b), h = _mm256_unpackhi_ps(a, b);  // per 128-bit lane

@@ -54,6 +54,12 @@ struct Avx512 {
   static Reg loadBytes(const uint8_t* p, int64_t n) {
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tailMask(n), p)));
   }
+  // Any lanes of two registers: out[j] = index[j] < 16 ? a[index[j]] : b[index[j] - 16].
+  // One instruction here; the other wrappers have no such permute (kHasPermute2 = false).
+  static constexpr bool kHasPermute2 = true;
+  using Lanes = __m512i;
+  static Lanes lanes(const int32_t* index) { return _mm512_loadu_si512(index); }
+  static Reg permute2(Reg a, Lanes index, Reg b) { return _mm512_permutex2var_ps(a, index, b); }
   // lo = a0 b0 a1 b1 ... a7 b7, hi = a8 b8 ... a15 b15 (the halves interleaved).
   static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
     const __m512i l = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);

@@ -63,6 +63,7 @@ struct Neon {
     if (n > 0) std::memcpy(buf, p, static_cast<size_t>(n < 4 ? n : 4));
     return vcvtq_f32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vld1_u8(buf)))));
   }
+  static constexpr bool kHasPermute2 = false;  // see Avx512::permute2
   // lo = a0 b0 a1 b1, hi = a2 b2 a3 b3 (the halves interleaved).
   static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
     lo = vzip1q_f32(a, b);

@@ -47,6 +47,7 @@ struct Scalar {
   }
   // n bytes (n <= kLanes) as whole-number lanes; lanes past n are 0.
   static Reg loadBytes(const uint8_t* p, int64_t n) { return n > 0 ? static_cast<float>(*p) : 0.0f; }
+  static constexpr bool kHasPermute2 = false;  // see Avx512::permute2
   // The halves interleaved; with one lane, a and b themselves.
   static void zip(Reg a, Reg b, Reg& lo, Reg& hi) {
     lo = a;
