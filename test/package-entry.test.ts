@@ -56,6 +56,31 @@ describe('package entry points', () => {
     expect(unsupported.signal).toBeNull();
   });
 
+  it('BNKIT_SPIN_US (worker spin before sleeping) never changes results, even 0 or garbage', () => {
+    // Two threads, with pauses long enough for workers to go to sleep between kernels
+    // (BNKIT_SPIN_US=0 sleeps at once), so the wake-up path is exercised too.
+    const script = `
+      const { setNumThreads, batchNormForward, Tensor } = require('bnkit');
+      setNumThreads(2);
+      const n = 64 * 32 * 14 * 14, x = new Float32Array(n);
+      for (let i = 0; i < n; i++) x[i] = Math.sin(i * 0.37) * 3 + (i % 7);
+      let hash = 0;
+      for (let r = 0; r < 20; r++) {
+        const { y } = batchNormForward(new Tensor(x, [64, 32, 14, 14]), { training: true });
+        for (let i = r; i < n; i += 997) hash = (hash * 31 + Math.round(y.data[i] * 1e5)) | 0;
+        const until = Date.now() + 3; while (Date.now() < until);
+      }
+      console.log(hash);`;
+    const outputs = ['', '0', '5000', 'soon'].map((spin) => {
+      const r = runNode(['-e', script], { BNKIT_SPIN_US: spin });
+      expect(r.stderr, `BNKIT_SPIN_US=${spin}`).toBe('');
+      expect(r.status).toBe(0);
+      return r.stdout.trim();
+    });
+    expect(outputs[0]).toMatch(/^-?\d+$/);
+    expect(new Set(outputs).size).toBe(1);
+  });
+
   it('ships declarations that type-check a consumer and reject misuse', () => {
     const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
     const r = runNode([tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext',
