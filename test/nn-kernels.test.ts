@@ -68,6 +68,12 @@ const CONVS: ConvCfg[] = [
   { batch: 3, inC: 9, H: 7, W: 9, outC: 10, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
   { batch: 11, inC: 8, H: 5, W: 6, outC: 12, kh: 3, kw: 3, sh: 1, sw: 1, ph: 2, pw: 0 },
   { batch: 2, inC: 16, H: 9, W: 4, outC: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 2 },
+  // AVX-512 splits two input rows per permute while 2 tile rows and an input row
+  // (plus a zero lane) fit 16 lanes: W = 15 is the widest such image, 16 and 20 take
+  // the general row split.
+  { batch: 2, inC: 8, H: 6, W: 15, outC: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
+  { batch: 2, inC: 8, H: 5, W: 16, outC: 9, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 0 },
+  { batch: 2, inC: 8, H: 4, W: 20, outC: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
 ];
 
 function conv(c: ConvCfg) {

@@ -482,6 +482,8 @@ int main() {
                // Winograd: odd outputs, padding 0..2 (dx runs with 2 - p), blocks across images
                {3, 9, 7, 9, 10, 3, 3, 1, 1, 1, 1},   {11, 8, 5, 6, 12, 3, 3, 1, 1, 2, 0},
                {2, 16, 9, 4, 8, 3, 3, 1, 1, 0, 2},   {2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1},
+               {2, 8, 6, 15, 8, 3, 3, 1, 1, 1, 1},   {2, 8, 5, 16, 9, 3, 3, 1, 1, 1, 0},  // widest paired rows, and past
+               {2, 8, 4, 20, 8, 3, 3, 1, 1, 1, 1},
                {1, 520, 4, 4, 9, 3, 3, 1, 1, 1, 1}}) {  // inC past one GEMM K block
         s.batch = c[0]; s.inC = c[1]; s.H = c[2]; s.W = c[3]; s.outC = c[4]; s.kh = c[5]; s.kw = c[6];
         s.strideH = c[7]; s.strideW = c[8]; s.padH = c[9]; s.padW = c[10];
