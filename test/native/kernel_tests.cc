@@ -124,18 +124,31 @@ void testShape(const KernelTable& k, BnLayout l, bool relu, float offset, std::m
   }
 }
 
-// Forward training on planar channels large enough for the overlapped
-// (software-pipelined) path: several channels per thread and a ragged last
-// piece per plane. Its statistics and output must not depend on the thread
-// count, bit for bit.
+// Forward training and backward on planar channels large enough for the
+// overlapped (software-pipelined) paths: several channels per thread and a
+// ragged last piece per plane. Results must not depend on the thread count,
+// bit for bit, and backward's parameter gradients must equal those of the
+// plain channel-by-channel pass (taken when dx is not asked for).
 void testPlanarThreadInvariance(const KernelTable& k, std::mt19937& rng) {
   const BnLayout l{5, 7, 52429, false};
   std::normal_distribution<float> normal(3.0f, 2.0f);
-  std::vector<float> x(l.elements()), gamma(l.channels, 1.5f), beta(l.channels, -0.25f);
+  std::vector<float> x(l.elements()), dy(l.elements()), gamma(l.channels, 1.5f), beta(l.channels, -0.25f);
   for (auto& v : x) v = normal(rng);
-  std::vector<float> y[3], mean[3], invstd[3];
-  for (int t = 0; t < 3; ++t) {
+  for (auto& v : dy) v = normal(rng) - 3.0f;
+  std::vector<float> y[3], mean[3], invstd[3], dx[3], dgamma[4], dbeta[4];
+  for (int t = 0; t < 4; ++t) {
+    dgamma[t].assign(l.channels, 0.0f);
+    dbeta[t].assign(l.channels, 0.0f);
+    if (t == 3) {  // parameter gradients only, on the plain path
+      BnBackwardArgs b;
+      b.layout = l; b.x = x.data(); b.dy = dy.data(); b.dx = nullptr; b.mean = mean[0].data();
+      b.invstd = invstd[0].data(); b.gamma = gamma.data(); b.beta = beta.data(); b.relu = true;
+      b.dgamma = dgamma[t].data(); b.dbeta = dbeta[t].data();
+      k.batchNorm.backward(b);
+      continue;
+    }
     y[t].assign(x.size(), 0.0f);
+    dx[t].assign(x.size(), 0.0f);
     mean[t].assign(l.channels, 0.0f);
     invstd[t].assign(l.channels, 0.0f);
     setNumThreads(t + 1);
@@ -143,12 +156,20 @@ void testPlanarThreadInvariance(const KernelTable& k, std::mt19937& rng) {
     f.layout = l; f.x = x.data(); f.y = y[t].data(); f.gamma = gamma.data(); f.beta = beta.data();
     f.relu = true; f.saveMean = mean[t].data(); f.saveInvstd = invstd[t].data();
     k.batchNorm.forwardTrain(f);
+    BnBackwardArgs b;
+    b.layout = l; b.x = x.data(); b.dy = dy.data(); b.dx = dx[t].data(); b.mean = mean[t].data();
+    b.invstd = invstd[t].data(); b.gamma = gamma.data(); b.beta = beta.data(); b.relu = true;
+    b.dgamma = dgamma[t].data(); b.dbeta = dbeta[t].data();
+    k.batchNorm.backward(b);
   }
   for (int t = 1; t < 3; ++t) {
-    const std::string name = std::string(isaName(k.isa)) + " planar forward, threads=" + std::to_string(t + 1);
+    const std::string name = std::string(isaName(k.isa)) + " planar, threads=" + std::to_string(t + 1);
     check(mean[t] == mean[0] && invstd[t] == invstd[0], name + ": statistics equal 1 thread's");
     check(y[t] == y[0], name + ": output equals 1 thread's");
+    check(dx[t] == dx[0] && dgamma[t] == dgamma[0] && dbeta[t] == dbeta[0], name + ": gradients equal 1 thread's");
   }
+  check(dgamma[3] == dgamma[0] && dbeta[3] == dbeta[0],
+        std::string(isaName(k.isa)) + " planar backward: parameter gradients without dx equal those with it");
 }
 
 
