@@ -40,7 +40,7 @@ inline int64_t poolChannelGrain(int64_t perChannel) {
 }
 
 // The pooled planes of one channel sit C planes apart: a piece of several
-// planes is pooled into scratch and copied out plane by plane.
+// planes writes each plane's windows at that plane's place.
 struct ChannelPlanes {
   int64_t channels, channel, outPlane, oW;
   int64_t offset(const PoolPiece& p) const {
@@ -406,23 +406,30 @@ void planeGradientCoefficients(const BnBackwardArgs& a, int64_t grain, PlanarGra
 }
 
 // sum(dy') and sum(dy' * (x - mean)) over one plane's n windows, in vectors
-// of windows: a gradient passes where its code is < kNoGradient.
+// of windows: a gradient passes where its code is < kNoGradient. Float
+// partial sums go to double every kChunkElements windows, as elsewhere.
 template <class V>
 PlanarGradSums planeGradientSums(const float* dy, const uint8_t* code, const float* picked, int64_t n, float mean) {
   using Reg = typename V::Reg;
   constexpr int64_t L = V::kLanes;
   const Reg meanV = V::set1(mean), passes = V::set1(static_cast<float>(kNoGradient)), zero = V::zero();
-  Reg accDy = zero, accDyXc = zero;
-  for (int64_t i = 0; i < n; i += L) {
-    const int64_t valid = n - i < L ? n - i : L;
-    // Lanes past n load a zero gradient and x = mean: they add nothing.
-    const Reg g = V::select(V::greater(passes, V::loadBytes(code + i, valid)),
-                            valid == L ? V::load(dy + i) : V::loadPartial(dy + i, valid, 0.0f), zero);
-    const Reg x = valid == L ? V::load(picked + i) : V::loadPartial(picked + i, valid, mean);
-    accDy = V::add(accDy, g);
-    accDyXc = V::fma(g, V::sub(x, meanV), accDyXc);
+  PlanarGradSums sums;
+  for (int64_t c0 = 0; c0 < n; c0 += kChunkElements) {
+    const int64_t c1 = n - c0 < kChunkElements ? n : c0 + kChunkElements;
+    Reg accDy = zero, accDyXc = zero;
+    for (int64_t i = c0; i < c1; i += L) {
+      const int64_t valid = c1 - i < L ? c1 - i : L;
+      // Lanes past the end load a zero gradient and x = mean: they add nothing.
+      const Reg g = V::select(V::greater(passes, V::loadBytes(code + i, valid)),
+                              valid == L ? V::load(dy + i) : V::loadPartial(dy + i, valid, 0.0f), zero);
+      const Reg x = valid == L ? V::load(picked + i) : V::loadPartial(picked + i, valid, mean);
+      accDy = V::add(accDy, g);
+      accDyXc = V::fma(g, V::sub(x, meanV), accDyXc);
+    }
+    sums.dy += V::reduceAdd(accDy);
+    sums.dyXc += V::reduceAdd(accDyXc);
   }
-  return PlanarGradSums{V::reduceAdd(accDy), V::reduceAdd(accDyXc)};
+  return sums;
 }
 
 // Backward of small even planes (smallPoolPlanes): sums plane by plane in
