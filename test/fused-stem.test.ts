@@ -322,10 +322,12 @@ describe('fused Conv2d(1 -> C, 3x3) + BatchNorm2d (+ ReLU) + MaxPool2d(2) kernel
   });
 
   it('matches the reference on long rows, narrow columns and a full MNIST batch', () => {
+    // The last geometry pools 4,149 windows per plane: past one float partial sum (4,096).
     const geometries: Geometry[] = [
       { n: 2, c: 2, h: 4, w: 2101, ph: 0, pw: 0 }, { n: 1, c: 3, h: 3, w: 1037, ph: 1, pw: 2 },
       { n: 3, c: 2, h: 200, w: 4, ph: 0, pw: 0 }, { n: 2, c: 4, h: 97, w: 1, ph: 2, pw: 2 },
       { n: 37, c: 1, h: 6, w: 5, ph: 1, pw: 0 }, { n: 64, c: 32, h: 28, w: 28, ph: 1, pw: 1 },
+      { n: 2, c: 2, h: 4, w: 8300, ph: 0, pw: 0 },
     ];
     geometries.forEach((g, index) => {
       const p = stemParams(g.c, 120 + index, { bias: true, affine: true, relu: index % 2 === 0 });
