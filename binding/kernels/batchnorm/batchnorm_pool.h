@@ -250,12 +250,6 @@ void forwardEvalPool(const BnPoolForwardEvalArgs& p) {
                          });
 }
 
-// The gradient each window passes on (zero where the ReLU clipped it).
-inline void gatePooledGradient(const float* __restrict dy, const uint8_t* __restrict code, int64_t n,
-                               float* __restrict g) {
-  for (int64_t i = 0; i < n; ++i) g[i] = code[i] < kNoGradient ? dy[i] : 0.0f;
-}
-
 // dx = k * dy' + b * (x - mean) + c0 over one stretch (dy' == nullptr: zero),
 // the expression backwardPlanar uses.
 template <class V>
@@ -279,46 +273,48 @@ struct PoolBackwardView {
   const float* picked;
 };
 
-// sum(dy') and sum(dy' * (x - mean)) of channel c over the view. Only the
-// windows' chosen inputs carry gradient, so the sums run over the pooled-size
-// arrays; vector partial sums go to double every kChunkElements windows (a
-// fixed plan: the result does not depend on the threads).
+// sum(dy') and sum(dy' * (x - mean)) over one plane's n windows, in vectors
+// of windows: a gradient passes where its code is < kNoGradient. Float
+// partial sums go to double every kChunkElements windows, as elsewhere.
+template <class V>
+PlanarGradSums planeGradientSums(const float* dy, const uint8_t* code, const float* picked, int64_t n, float mean) {
+  using Reg = typename V::Reg;
+  constexpr int64_t L = V::kLanes;
+  const Reg meanV = V::set1(mean), passes = V::set1(static_cast<float>(kNoGradient)), zero = V::zero();
+  PlanarGradSums sums;
+  for (int64_t c0 = 0; c0 < n; c0 += kChunkElements) {
+    const int64_t c1 = n - c0 < kChunkElements ? n : c0 + kChunkElements;
+    Reg accDy = zero, accDyXc = zero;
+    for (int64_t i = c0; i < c1; i += L) {
+      const int64_t valid = c1 - i < L ? c1 - i : L;
+      // Lanes past the end load a zero gradient and x = mean: they add nothing.
+      const Reg g = V::select(V::greater(passes, V::loadBytes(code + i, valid)),
+                              valid == L ? V::load(dy + i) : V::loadPartial(dy + i, valid, 0.0f), zero);
+      const Reg x = valid == L ? V::load(picked + i) : V::loadPartial(picked + i, valid, mean);
+      accDy = V::add(accDy, g);
+      accDyXc = V::fma(g, V::sub(x, meanV), accDyXc);
+    }
+    sums.dy += V::reduceAdd(accDy);
+    sums.dyXc += V::reduceAdd(accDyXc);
+  }
+  return sums;
+}
+
+// sum(dy') and sum(dy' * (x - mean)) of channel c over the view: only the
+// windows' chosen inputs carry gradient, so the sums run over the
+// pooled-size arrays, plane by plane in batch order (a fixed plan: the result
+// does not depend on the threads).
 template <class V>
 PlanarGradSums poolGradientSums(const PoolBackwardView& v, const BnPoolShape& s, int64_t c, float mean) {
-  using Reg = typename V::Reg;
   const int64_t outPlane = s.outH() * s.outW();
-  const Reg meanV = V::set1(mean);
-  float g[kPoolBlock];
   PlanarGradSums sums;
-  Reg accDy[4], accDyXc[4];
-  int64_t pending = 0;
-  const auto flush = [&] {
-    sums.dy += simd::reduceAdd4<V>(accDy);
-    sums.dyXc += simd::reduceAdd4<V>(accDyXc);
-    simd::zero4<V>(accDy);
-    simd::zero4<V>(accDyXc);
-    pending = 0;
-  };
-  simd::zero4<V>(accDy);
-  simd::zero4<V>(accDyXc);
   for (int64_t n = 0; n < v.l.batch; ++n) {
     const int64_t plane = (n * v.l.channels + c) * outPlane;
     if (n + 2 < v.l.batch) prefetchPooledPlane(v.dy, v.window, v.picked, plane + 2 * v.l.channels * outPlane, outPlane);
-    for (int64_t o = plane; o < plane + outPlane; o += kPoolBlock) {
-      const int64_t m = plane + outPlane - o < kPoolBlock ? plane + outPlane - o : kPoolBlock;
-      gatePooledGradient(v.dy + o, v.window + o, m, g);
-      const float* xs = v.picked + o;
-      simd::vectorLoop<V>(m, [&](auto full, int slot, int64_t i, int64_t valid) {
-        const Reg gv = simd::loadN<V>(full, g + i, valid, 0.0f);
-        const Reg xv = simd::loadN<V>(full, xs + i, valid, mean);
-        accDy[slot] = V::add(accDy[slot], gv);
-        accDyXc[slot] = V::fma(gv, V::sub(xv, meanV), accDyXc[slot]);
-      });
-      pending += m;
-      if (pending >= kChunkElements) flush();
-    }
+    const PlanarGradSums part = planeGradientSums<V>(v.dy + plane, v.window + plane, v.picked + plane, outPlane, mean);
+    sums.dy += part.dy;
+    sums.dyXc += part.dyXc;
   }
-  flush();
   return sums;
 }
 
@@ -403,33 +399,6 @@ void planeGradientCoefficients(const BnBackwardArgs& a, int64_t grain, PlanarGra
     }
     coefficients[c] = gradCoefficients(a, c, total.dy, total.dyXc, count);
   }
-}
-
-// sum(dy') and sum(dy' * (x - mean)) over one plane's n windows, in vectors
-// of windows: a gradient passes where its code is < kNoGradient. Float
-// partial sums go to double every kChunkElements windows, as elsewhere.
-template <class V>
-PlanarGradSums planeGradientSums(const float* dy, const uint8_t* code, const float* picked, int64_t n, float mean) {
-  using Reg = typename V::Reg;
-  constexpr int64_t L = V::kLanes;
-  const Reg meanV = V::set1(mean), passes = V::set1(static_cast<float>(kNoGradient)), zero = V::zero();
-  PlanarGradSums sums;
-  for (int64_t c0 = 0; c0 < n; c0 += kChunkElements) {
-    const int64_t c1 = n - c0 < kChunkElements ? n : c0 + kChunkElements;
-    Reg accDy = zero, accDyXc = zero;
-    for (int64_t i = c0; i < c1; i += L) {
-      const int64_t valid = c1 - i < L ? c1 - i : L;
-      // Lanes past the end load a zero gradient and x = mean: they add nothing.
-      const Reg g = V::select(V::greater(passes, V::loadBytes(code + i, valid)),
-                              valid == L ? V::load(dy + i) : V::loadPartial(dy + i, valid, 0.0f), zero);
-      const Reg x = valid == L ? V::load(picked + i) : V::loadPartial(picked + i, valid, mean);
-      accDy = V::add(accDy, g);
-      accDyXc = V::fma(g, V::sub(x, meanV), accDyXc);
-    }
-    sums.dy += V::reduceAdd(accDy);
-    sums.dyXc += V::reduceAdd(accDyXc);
-  }
-  return sums;
 }
 
 // Backward of small even planes (smallPoolPlanes): sums plane by plane in
