@@ -27,14 +27,15 @@ constexpr int kSpinIterations = 1 << 14;
 constexpr int kAckSpinIterations = 1 << 10;
 
 // Workers keep spinning this long after their last job before they sleep. A
-// training step calls dozens of kernels with JavaScript in between (a few
-// microseconds to a millisecond); a worker that went to sleep in such a gap
-// wakes late (on a VM the idle vCPU halts and its wake-up goes through the
-// hypervisor), so the caller runs the whole job alone and the next kernel
-// starts with a cold core. Measured here: a 0.37 ms kernel took 0.66 ms after
-// a 1 ms gap with a ~50 us spin, 0.37 ms with this one. The cost is one core
-// busy for at most this long after bnkit's last call.
-// BNKIT_SPIN_US overrides it (0: sleep at once, as a shared server may want).
+// training step calls dozens of kernels with JavaScript in between, gaps of a
+// few microseconds up to a millisecond or so (batch gather, loss, optimizer);
+// a worker asleep when a job arrives needs a futex wake-up (slower still on a
+// VM whose idle vCPU has halted) while the caller already runs the blocks
+// alone. The previous fixed 16K pauses lasted ~0.4 ms here; with 2 ms the
+// MNIST benchmark's step measured 3-6 % shorter (alternating runs on a noisy
+// machine). The cost is one core busy for at most this long after bnkit's
+// last call. BNKIT_SPIN_US overrides it (0: sleep at once, as a shared server
+// may want).
 std::chrono::microseconds workerSpinWindow() {
   const char* text = std::getenv("BNKIT_SPIN_US");
   if (text != nullptr && *text != '\0') {
