@@ -16,7 +16,7 @@ import {
   setNumThreads,
 } from '../lib/index';
 import { maxError, randomArray, refBackward, refForward, type RefLayout } from './reference/batchnorm';
-import { makeRng } from './reference/util';
+import { centralDifference, makeRng } from './reference/util';
 
 const initialIsa = isa();
 const initialThreads = getNumThreads();
@@ -225,15 +225,7 @@ describe('finite-difference gradients', () => {
     const dgamma = bn.weight!.grad.slice();
     const dbeta = bn.bias!.grad.slice();
     const h = 1e-2;
-    const numeric = (arr: Float32Array, i: number) => {
-      const old = arr[i];
-      arr[i] = old + h;
-      const up = loss();
-      arr[i] = old - h;
-      const down = loss();
-      arr[i] = old;
-      return (up - down) / (2 * h);
-    };
+    const numeric = (arr: Float32Array, i: number) => centralDifference(arr, i, h, loss);
     for (let i = 0; i < x.size; i++) expect(dx[i]).toBeCloseTo(numeric(x.data, i), 2);
     for (let c = 0; c < 2; c++) {
       expect(dgamma[c]).toBeCloseTo(numeric(bn.weight!.data, c), 2);

@@ -13,7 +13,7 @@ import { Sequential } from '../lib/sequential';
 import { invstdFromVariance } from '../lib/functional';
 import * as NN from './reference/nn';
 import * as BN from './reference/batchnorm';
-import { expectSame, forEachIsa, makeRng, normalArray, relError } from './reference/util';
+import { centralDifference, expectSame, forEachIsa, makeRng, normalArray, relError } from './reference/util';
 
 const initialThreads = native.getNumThreads();
 afterAll(() => native.setNumThreads(initialThreads));
@@ -291,15 +291,7 @@ describe('fused BatchNorm2d + MaxPool2d(2) kernels', () => {
         return s;
       };
       const step = 1e-3;
-      const probe = (values: Float32Array, i: number, f: () => number): number => {
-        const keep = values[i];
-        values[i] = keep + step;
-        const up = f();
-        values[i] = keep - step;
-        const down = f();
-        values[i] = keep;
-        return (up - down) / (2 * step);
-      };
+      const probe = (values: Float32Array, i: number, f: () => number): number => centralDifference(values, i, step, f);
       for (let i = 0; i < x.length; i += 7) {
         const fd = probe(x, i, () => loss(x, p.gamma, p.beta));
         expect(Math.abs(fd - got.dx[i]), `dx[${i}] train=${train}`).toBeLessThan(2e-2 * (1 + Math.abs(fd)));

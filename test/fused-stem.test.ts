@@ -16,7 +16,7 @@ import { Sequential } from '../lib/sequential';
 import { Module } from '../lib/module';
 import { buildModel } from '../lib/models';
 import { invstdFromVariance } from '../lib/functional';
-import { expectSame, forEachIsa, makeRng, normalArray, relError } from './reference/util';
+import { centralDifference, expectSame, forEachIsa, makeRng, normalArray, relError } from './reference/util';
 
 const initialThreads = native.getNumThreads();
 afterAll(() => native.setNumThreads(initialThreads));
@@ -579,15 +579,7 @@ describe('fused Conv2d(1 -> C, 3x3) + BatchNorm2d (+ ReLU) + MaxPool2d(2) kernel
           return s;
         };
         const step = 1e-3;
-        const probe = (values: Float32Array, i: number): number => {
-          const keep = values[i];
-          values[i] = keep + step;
-          const up = loss();
-          values[i] = keep - step;
-          const down = loss();
-          values[i] = keep;
-          return (up - down) / (2 * step);
-        };
+        const probe = (values: Float32Array, i: number): number => centralDifference(values, i, step, loss);
         const check = (values: Float32Array, grads: Float32Array, stride: number, what: string) => {
           for (let i = 0; i < values.length; i += stride) {
             const fd = probe(values, i);

@@ -9,7 +9,7 @@ import { Sequential } from '../lib/sequential';
 import { CrossEntropyLoss } from '../lib/loss';
 import * as R from './reference/nn';
 import { refForward as refBatchNorm } from './reference/batchnorm';
-import { randomArray, expectClose, forEachIsa } from './reference/util';
+import { centralDifference, randomArray, expectClose, forEachIsa } from './reference/util';
 
 const TOL = 2e-5;
 
@@ -114,22 +114,14 @@ describe('reference self-check: float64 backward equals central differences', ()
     const h = 1e-6;
     for (const [arr, grad] of [[x, grads.dx], [w, grads.dw]] as const) {
       for (let i = 0; i < arr.length; i += 3) {
-        const keep = arr[i];
-        arr[i] = keep + h; const up = loss();
-        arr[i] = keep - h; const down = loss();
-        arr[i] = keep;
-        expect(Math.abs((up - down) / (2 * h) - grad[i])).toBeLessThan(1e-7);
+        expect(Math.abs(centralDifference(arr, i, h, loss) - grad[i])).toBeLessThan(1e-7);
       }
     }
     const lx = Float64Array.from(randomArray(12, rng)), lw = Float64Array.from(randomArray(30, rng)), lr = Float64Array.from(randomArray(10, rng));
     const lloss = () => R.linearForward(lx, 2, 6, lw, null, 5).reduce((s, v, i) => s + v * lr[i], 0);
     const lg = R.linearBackward(lx, 2, 6, lw, 5, lr);
     for (let i = 0; i < lw.length; i++) {
-      const keep = lw[i];
-      lw[i] = keep + h; const up = lloss();
-      lw[i] = keep - h; const down = lloss();
-      lw[i] = keep;
-      expect(Math.abs((up - down) / (2 * h) - lg.dw[i])).toBeLessThan(1e-7);
+      expect(Math.abs(centralDifference(lw, i, h, lloss) - lg.dw[i])).toBeLessThan(1e-7);
     }
   });
 });
@@ -256,13 +248,8 @@ describe('finite differences through Sequential', () => {
       const params = model.parameters().map((p) => Float64Array.from(p.data));
       const x64 = Float64Array.from(x.data);
       const h = 1e-6;
-      const fd = (values: Float64Array, i: number): number => {
-        const keep = values[i];
-        values[i] = keep + h; const up = referenceLoss(model, params, x64, x.shape, labels);
-        values[i] = keep - h; const down = referenceLoss(model, params, x64, x.shape, labels);
-        values[i] = keep;
-        return (up - down) / (2 * h);
-      };
+      const fd = (values: Float64Array, i: number): number =>
+        centralDifference(values, i, h, () => referenceLoss(model, params, x64, x.shape, labels));
       let significant = 0;
       model.parameters().forEach((p, k) => {
         for (let j = 0; j < 5; j++) {

@@ -28,6 +28,20 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   }
 }
 
+/**
+ * (loss(v[i] + h) - loss(v[i] - h)) / 2h, leaving v[i] as it was: the
+ * central-difference estimate of d loss / d v[i].
+ */
+export function centralDifference(values: Float32Array | Float64Array, i: number, h: number, loss: () => number): number {
+  const keep = values[i];
+  values[i] = keep + h;
+  const up = loss();
+  values[i] = keep - h;
+  const down = loss();
+  values[i] = keep;
+  return (up - down) / (2 * h);
+}
+
 /** Runs `body` once per kernel path this CPU and build support, restoring the original path. */
 export function forEachIsa(body: (name: IsaName) => void): void {
   const original = isa();
