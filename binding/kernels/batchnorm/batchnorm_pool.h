@@ -22,7 +22,6 @@
 // unfused pair in the order of its per-channel sums.
 #pragma once
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "../elementwise/maxpool2x2.h"
@@ -39,8 +38,8 @@ inline int64_t poolChannelGrain(int64_t perChannel) {
   return grain > 1 ? grain : 1;
 }
 
-// The pooled planes of one channel sit C planes apart: a piece of several
-// planes writes each plane's windows at that plane's place.
+// Where a one-plane piece of channel c lands in the pooled-size arrays (a
+// channel's pooled planes sit C planes apart).
 struct ChannelPlanes {
   int64_t channels, channel, outPlane, oW;
   int64_t offset(const PoolPiece& p) const {
@@ -48,21 +47,8 @@ struct ChannelPlanes {
   }
 };
 
-// A channel's planes are short segments C planes apart, which the hardware
-// prefetcher hardly follows: request the next piece's planes while this one
-// is processed (whole-plane pieces only; long rows stream on their own).
-template <int ForWrite, class T>
-inline void prefetchPiece(const T* base, int64_t planeStride, int64_t planeLength, const PoolPiece& piece,
-                          int64_t batch) {
-  if (piece.planes == 1) return;
-  const int64_t end = piece.plane + 2 * piece.planes < batch ? piece.plane + 2 * piece.planes : batch;
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t q = piece.plane + piece.planes; q < end; ++q) {
-    for (int64_t i = 0; i < planeLength; i += kLine) __builtin_prefetch(base + q * planeStride + i, ForWrite, 3);
-  }
-}
-
-// The pooled-size arrays of one plane (short, C planes apart: see above).
+// The pooled-size arrays of one plane: a channel's planes are short segments
+// C planes apart, which the hardware prefetcher hardly follows.
 template <class F, class B, class P>
 inline void prefetchPooledPlane(F* values, B* codes, P* picked, int64_t at, int64_t length) {
   constexpr int ForWrite = std::is_const<F>::value ? 0 : 1;
@@ -94,6 +80,18 @@ inline void normalizeAndPoolWindows(const float* top, const float* bottom, int64
 // order rather than channel by channel.
 inline bool smallPoolPlanes(const BnPoolShape& s) { return s.outH() * s.outW() <= kPoolBlock / 2; }
 
+// Calls visit(piece) for the pieces of channel planes [0, batch), each within
+// one plane (small planes that could share a piece go through
+// normalizeAndPoolPlanes / backwardPoolSmallPlanes instead).
+template <class Visit>
+inline void forEachPlanePiece(int64_t batch, const BnPoolShape& s, Visit&& visit) {
+  for (int64_t n = 0; n < batch; ++n) {
+    forEachPoolPiece(1, s.outH(), s.outW(), [&](const PoolPiece& p) {
+      visit(PoolPiece{n, 1, p.oy, p.rows, p.ox, p.cols});
+    });
+  }
+}
+
 // Pools channel c of x (all batch planes) with the per-channel affine map.
 template <class V>
 void normalizeAndPoolChannel(const BnLayout& l, const BnPoolShape& s, int64_t c, const float* x, float mean,
@@ -103,20 +101,11 @@ void normalizeAndPoolChannel(const BnLayout& l, const BnPoolShape& s, int64_t c,
   const float* xc = x + c * l.spatial;
   // The raw rows are kept: backward needs x at each maximum (picked).
   float xTop[2 * kPoolBlock], xBottom[2 * kPoolBlock];
-  forEachPoolPiece(l.batch, s.outH(), s.outW(), [&](const PoolPiece& p) {
-    if (p.planes > 1) {
-      for (int64_t q = p.plane + p.planes; q < p.plane + 2 * p.planes && q < l.batch; ++q) {
-        prefetchPooledPlane(pooled, window, picked, (q * l.channels + c) * at.outPlane, at.outPlane);
-      }
-    }
+  forEachPlanePiece(l.batch, s, [&](const PoolPiece& p) {
     gatherPoolRows<V>(xc, stride, s.W, p, xTop, xBottom);
-    // Each plane's windows go straight to its place in the outputs.
-    const int64_t perPlane = p.outputs() / p.planes;
-    for (int64_t q = 0; q < p.planes; ++q) {
-      const int64_t o = p.planes == 1 ? at.offset(p) : ((p.plane + q) * l.channels + c) * at.outPlane;
-      normalizeAndPoolWindows<V>(xTop + 2 * q * perPlane, xBottom + 2 * q * perPlane, perPlane, mean, scale, beta,
-                                 relu, pooled + o, window + o, picked + o);
-    }
+    const int64_t o = at.offset(p);
+    normalizeAndPoolWindows<V>(xTop, xBottom, p.outputs(), mean, scale, beta, relu, pooled + o, window + o,
+                               picked + o);
   });
 }
 
@@ -325,47 +314,22 @@ void poolGradient(const PoolBackwardView& v, const BnPoolShape& s, int64_t c, fl
   using Reg = typename V::Reg;
   const BnLayout& l = v.l;
   const int64_t stride = l.channels * l.spatial, oH = s.outH(), oW = s.outW();
-  // Even H and W with whole planes per piece (at most 4 * kPoolBlock inputs):
-  // no input is left uncovered and the planes fit the dense buffer.
+  // Even H and W with a whole plane per piece (at most 4 * kPoolBlock inputs):
+  // no input is left uncovered and the plane fits the dense buffer.
   const bool wholeEvenPlanes = s.H % 2 == 0 && s.W % 2 == 0 && oH * oW <= kPoolBlock;
-  float top[2 * kPoolBlock], bottom[2 * kPoolBlock], dyCopy[kPoolBlock], dense[4 * kPoolBlock];
-  uint8_t codeCopy[kPoolBlock];
+  float top[2 * kPoolBlock], bottom[2 * kPoolBlock], dense[4 * kPoolBlock];
   const ChannelPlanes at{l.channels, c, oH * oW, oW};
   const float* xc = v.x + c * l.spatial;
   float* dxc = v.dx + c * l.spatial;
-  // A piece's pooled gradient and window codes, contiguous.
-  const auto pooledGradient = [&](const PoolPiece& piece, const float** dy, const uint8_t** code) {
-    if (piece.planes == 1) {
-      *dy = v.dy + at.offset(piece);
-      *code = v.window + at.offset(piece);
-      return;
-    }
-    for (int64_t q = 0; q < piece.planes; ++q) {
-      const int64_t o = ((piece.plane + q) * l.channels + c) * at.outPlane;
-      copyRow<V>(v.dy + o, dyCopy + q * at.outPlane, at.outPlane);
-      std::memcpy(codeCopy + q * at.outPlane, v.window + o, static_cast<size_t>(at.outPlane));
-    }
-    *dy = dyCopy;
-    *code = codeCopy;
-  };
   const Reg meanV = V::set1(mean), kV = V::set1(gc.k), bV = V::set1(gc.b), c0V = V::set1(gc.c0);
-  forEachPoolPiece(l.batch, oH, oW, [&](const PoolPiece& piece) {
-    const float* dy;
-    const uint8_t* code;
-    pooledGradient(piece, &dy, &code);
-    prefetchPiece<1>(dxc, stride, l.spatial, piece, l.batch);
-    prefetchPiece<0>(xc, stride, l.spatial, piece, l.batch);
-    prefetchPiece<0>(v.dy + c * at.outPlane, l.channels * at.outPlane, at.outPlane, piece, l.batch);
-    prefetchPiece<0>(v.window + c * at.outPlane, l.channels * at.outPlane, at.outPlane, piece, l.batch);
-    unpoolWindows<V>(dy, code, piece.outputs(), top, bottom);
+  forEachPlanePiece(l.batch, s, [&](const PoolPiece& piece) {
+    unpoolWindows<V>(v.dy + at.offset(piece), v.window + at.offset(piece), piece.outputs(), top, bottom);
     if (wholeEvenPlanes) {
-      // Rebuild the full-size gradient of these planes in L1, then one
-      // long pass per plane: full vectors and whole cache lines of dx.
-      scatterPoolRows<V>(top, bottom, l.spatial, s.W, PoolPiece{0, piece.planes, 0, oH, 0, oW}, dense);
-      for (int64_t q = 0; q < piece.planes; ++q) {
-        const int64_t in = (piece.plane + q) * stride;
-        poolGradRow<V>(xc + in, dense + q * l.spatial, dxc + in, l.spatial, meanV, kV, bV, c0V);
-      }
+      // Rebuild the plane's full-size gradient in L1, then one long pass:
+      // full vectors and whole cache lines of dx.
+      scatterPoolRows<V>(top, bottom, l.spatial, s.W, PoolPiece{0, 1, 0, oH, 0, oW}, dense);
+      const int64_t in = piece.plane * stride;
+      poolGradRow<V>(xc + in, dense, dxc + in, l.spatial, meanV, kV, bV, c0V);
       return;
     }
     forEachPieceRow(piece, stride, s.W, [&](int64_t in, int64_t t, int64_t n) {
