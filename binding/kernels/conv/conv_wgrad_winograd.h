@@ -132,7 +132,7 @@ void wgradInputTransform(const WinogradWgradGeometry& g, const float* xc, float*
 #pragma GCC unroll 4
           for (int col = 0; col < 4; ++col) d[r][col] = V::load(base + r * rowPitch + col * g.cx + c);
         Reg v[4][4];
-        winogradInputTile<V>(d, v);
+        winogradInputTile<V, 2>(d, v);
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) {
 #pragma GCC unroll 4
