@@ -209,7 +209,8 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
     k.bwd(x, w, dy, dx, dw, db);
     const ref = refConvBackward(c, x, w, dy);
     expect(relError(dx, ref.dx)).toBeLessThan(dxTol);
-    expect(relError(dw, ref.dw.map((v, i) => v + dw0[i]))).toBeLessThan(1e-4);
+    // The weight gradient uses the forward's tiles; F(4x4)'s dy transform scales by up to 64.
+    expect(relError(dw, ref.dw.map((v, i) => v + dw0[i]))).toBeLessThan(winogradF4(c) ? 4e-4 : 1e-4);
     expect(relError(db, ref.db.map((v, i) => v + db0[i]))).toBeLessThan(1e-4);
 
     const gw = new Float32Array(k.wLen), gb = new Float32Array(c.outC), gx = new Float32Array(k.xLen);

@@ -228,7 +228,8 @@ void testConv(const KernelTable& k, const ConvShape& s) {
                                                         : 2e-6 * std::sqrt(double(s.outC * s.kh * s.kw)) + 1e-6;
   check(maxRelError(y, yRef) < yTol, name + " y");
   check(maxRelError(dx, dxRef) < dxTol, name + " dx");
-  check(maxRelError(dw, dwRef) < 1e-4, name + " dweight");
+  // The weight gradient uses the forward's tiles; F(4x4)'s dy transform scales by up to 64.
+  check(maxRelError(dw, dwRef) < (winogradF4(s) ? 4e-4 : 1e-4), name + " dweight");
   check(maxRelError(db, dbRef) < 1e-4, name + " dbias");
 }
 

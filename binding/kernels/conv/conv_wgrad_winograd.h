@@ -1,11 +1,13 @@
 // Weight gradient of the 3x3 stride-1 layers Winograd handles forward
-// (winogradFits), as F(3x3, 2x2): with the forward's 2x2 output tiles,
+// (winogradFits), as F(3x3, m x m) with the forward's m x m output tiles
+// (the same m, winogradOutputTile):
 //   dW[oc][ic] = G^T [ sum over tiles (A dy A^T)[oc] (.) (B^T d B)[ic] ] G
 // (the transposition of Y = A^T [(G g G^T) (.) (B^T d B)] A; A = (A^T)^T is
-// 4x2, B^T and G as in conv_winograd.h). The 16 positions xi are 16 GEMMs
+// n x m, B^T and G as in conv_winograd.h, n = m + 2). The n*n positions xi
+// are n*n GEMMs
 //   M_xi[oc][ic] += sum_t Dy_xi[t][oc] * X_xi[t][ic]
-// with the tiles as the depth: 2.25x fewer multiply-adds than the direct sum
-// and no junk columns. Each image is first transposed (L x L blocks in
+// with the tiles as the depth: 2.25x (m = 2) or 4x (m = 4, less on edge
+// tiles) fewer multiply-adds than the direct sum. Each image is first transposed (L x L blocks in
 // registers, V::zip) into a zero-bordered channels-last copy, so the
 // transforms run on vectors of channels and write
 // both operands as [tile][channel] rows: X is the GEMM's B in place, Dy its A
@@ -14,9 +16,10 @@
 // summed by one thread in image order; chunk sums are added in chunk order
 // and transformed back to 3x3 in double, so results do not depend on the
 // thread count. The bias gradient is summed from the channels-last dy copies
-// the same way. Rounding: the transforms only add, subtract and halve; on
-// conv2 the result is within ~1e-6 (relative to the largest entry) of the
-// direct float sums (the tests check it against the float64 reference).
+// the same way. Rounding: for m = 2 the transforms only add, subtract and
+// halve (within ~1e-6 of the direct float sums on conv2, relative to the
+// largest entry); m = 4 scales by up to 8 and 1/24, ~10x that (the tests check
+// both against the float64 reference).
 #pragma once
 #include <cstdint>
 
@@ -28,45 +31,53 @@ namespace bnkit {
 namespace {
 
 struct WinogradWgradGeometry {
+  int m, n;            // output tile size, points per axis (m + 2)
   int64_t tH, tW;      // tile rows / columns
   int64_t xH, xW, cx;  // channels-last input copy: rows, columns, channel pitch
-  int64_t dH, dW, cy;  // channels-last dy copy (2*tH x 2*tW, zeros past outH/outW)
+  int64_t dH, dW, cy;  // channels-last dy copy (m*tH x m*tW, zeros past outH/outW)
   int64_t tiles;       // per image
   int64_t blockImages; // images transformed together, one GEMM
   int64_t xStride, yStride;  // floats between xi planes of X and Dy
+  int points() const { return n * n; }
 };
 
 template <class V>
 WinogradWgradGeometry winogradWgradGeometry(const ConvShape& s) {
   constexpr int64_t MR = GemmTile<V>::kMR, L = V::kLanes;
   WinogradWgradGeometry g;
-  g.tH = (s.outH() + 1) / 2;
-  g.tW = (s.outW() + 1) / 2;
-  // Tile (ty, tx) reads copy rows 2ty..2ty+3 and columns 2tx..2tx+3; copy
+  g.m = winogradOutputTile(s);
+  g.n = g.m + 2;
+  g.tH = ceilDiv(s.outH(), g.m);
+  g.tW = ceilDiv(s.outW(), g.m);
+  // Tile (ty, tx) reads copy rows m*ty..m*ty+n-1 and the same columns; copy
   // pixel (r, c) is input pixel (r - padH, c - padW).
-  g.xH = 2 * g.tH + 2;
-  g.xW = 2 * g.tW + 2;
-  g.dH = 2 * g.tH;
-  g.dW = 2 * g.tW;
+  g.xH = g.m * g.tH + 2;
+  g.xW = g.m * g.tW + 2;
+  g.dH = g.m * g.tH;
+  g.dW = g.m * g.tW;
   // Whole vectors of channels; Dy rows also cover the last MR-row panel.
   g.cx = roundUp(s.inC, L);
   g.cy = roundUp(roundUp(s.outC, MR), L);
   g.tiles = g.tH * g.tW;
-  // Whole images per GEMM, at least ~96 tiles deep: fewer passes over the sums.
-  g.blockImages = minI(s.batch, maxI(1, ceilDiv(96, g.tiles)));
-  // A cache line more than the plane size, so the 16 streams of a transform
+  // Whole images per GEMM, at least ~1536 tile-points deep (96 F(3x3, 2x2)
+  // tiles): fewer passes over the sums, while X and Dy (points x depth x
+  // channels) and the next block's prefetched input still fit L2 (F(4x4):
+  // 48 tiles measured ~8% faster than 96).
+  g.blockImages = minI(s.batch, maxI(1, ceilDiv(1536, g.tiles * g.points())));
+  // A cache line more than the plane size, so the n*n streams of a transform
   // do not share L1 sets when the planes are 4 KiB multiples.
   g.xStride = g.blockImages * g.tiles * g.cx + 16;
   g.yStride = g.blockImages * g.tiles * g.cy + 16;
   return g;
 }
 
-// Images per chunk: about 1024 tiles, a power of two (chunks spread evenly
-// over threads), a function of the shape only. At most 8 chunks, as each
-// keeps 16 * outC * inC sums (big layers would otherwise need gigabytes).
-inline int64_t winogradWgradChunkImages(const ConvShape& s, int64_t tilesPerImage) {
+// Images per chunk: about 16K tile-points (1024 tiles of F(3x3, 2x2)), a
+// power of two (chunks spread evenly over threads), a function of the shape
+// only. At most 8 chunks, as each keeps n*n * outC * inC sums (big layers
+// would otherwise need gigabytes).
+inline int64_t winogradWgradChunkImages(const ConvShape& s, const WinogradWgradGeometry& g) {
   int64_t images = 1;
-  while (images * 2 <= s.batch && images * 2 * tilesPerImage <= 1024) images *= 2;
+  while (images * 2 <= s.batch && images * 2 * g.tiles * g.points() <= 16 * 1024) images *= 2;
   while (ceilDiv(s.batch, images) > 8) images *= 2;
   return images;
 }
@@ -115,94 +126,98 @@ void addPixelSums(const float* copy, int64_t pixels, int64_t channels, float* su
   }
 }
 
-// X_xi[t][ic] = (B^T d B)[xi] for every tile of one image, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-template <class V>
+// X_xi[t][ic] = (B^T d B)[xi] for every tile of one image (B^T of F(m, 3)).
+template <class V, int m>
 void wgradInputTransform(const WinogradWgradGeometry& g, const float* xc, float* X) {
   using Reg = typename V::Reg;
-  constexpr int L = V::kLanes;
+  constexpr int L = V::kLanes, n = m + 2;
   const int64_t rowPitch = g.xW * g.cx;
   for (int64_t ty = 0; ty < g.tH; ++ty)
     for (int64_t tx = 0; tx < g.tW; ++tx) {
-      const float* base = xc + 2 * ty * rowPitch + 2 * tx * g.cx;
+      const float* base = xc + m * ty * rowPitch + m * tx * g.cx;
       float* dst = X + (ty * g.tW + tx) * g.cx;
       for (int64_t c = 0; c < g.cx; c += L) {
-        Reg d[4][4];
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 4
-          for (int col = 0; col < 4; ++col) d[r][col] = V::load(base + r * rowPitch + col * g.cx + c);
-        Reg v[4][4];
-        winogradInputTile<V, 2>(d, v);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-#pragma GCC unroll 4
-          for (int col = 0; col < 4; ++col) V::store(dst + (i * 4 + col) * g.xStride + c, v[i][col]);
+        Reg d[n][n];
+#pragma GCC unroll 6
+        for (int r = 0; r < n; ++r)
+#pragma GCC unroll 6
+          for (int col = 0; col < n; ++col) d[r][col] = V::load(base + r * rowPitch + col * g.cx + c);
+        Reg v[n][n];
+        winogradInputTile<V, m>(d, v);
+#pragma GCC unroll 6
+        for (int i = 0; i < n; ++i) {
+#pragma GCC unroll 6
+          for (int col = 0; col < n; ++col) V::store(dst + (i * n + col) * g.xStride + c, v[i][col]);
         }
       }
     }
 }
 
-// Dy_xi[t][oc] = (A e A^T)[xi] for every 2x2 dy tile e of one image, A = [1 0; 1 1; 1 -1; 0 -1].
-template <class V>
+// Dy_xi[t][oc] = (A e A^T)[xi] for every m x m dy tile e of one image.
+template <class V, int m>
 void wgradDyTransform(const WinogradWgradGeometry& g, const float* dyc, float* Dy) {
   using Reg = typename V::Reg;
-  constexpr int L = V::kLanes;
+  constexpr int L = V::kLanes, n = m + 2;
   const int64_t rowPitch = g.dW * g.cy;
-  const Reg zero = V::zero();
   for (int64_t ty = 0; ty < g.tH; ++ty)
     for (int64_t tx = 0; tx < g.tW; ++tx) {
-      const float* base = dyc + 2 * ty * rowPitch + 2 * tx * g.cy;
+      const float* base = dyc + m * ty * rowPitch + m * tx * g.cy;
       float* dst = Dy + (ty * g.tW + tx) * g.cy;
       for (int64_t c = 0; c < g.cy; c += L) {
-        const Reg e00 = V::load(base + c), e01 = V::load(base + g.cy + c);
-        const Reg e10 = V::load(base + rowPitch + c), e11 = V::load(base + rowPitch + g.cy + c);
-        // Rows: A e (4 x 2).
-        const Reg r[4][2] = {{e00, e01},
-                             {V::add(e00, e10), V::add(e01, e11)},
-                             {V::sub(e00, e10), V::sub(e01, e11)},
-                             {V::sub(zero, e10), V::sub(zero, e11)}};
+        Reg rows[n][m];  // A e, column by column
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-          V::store(dst + (i * 4 + 0) * g.yStride + c, r[i][0]);
-          V::store(dst + (i * 4 + 1) * g.yStride + c, V::add(r[i][0], r[i][1]));
-          V::store(dst + (i * 4 + 2) * g.yStride + c, V::sub(r[i][0], r[i][1]));
-          V::store(dst + (i * 4 + 3) * g.yStride + c, V::sub(zero, r[i][1]));
+        for (int col = 0; col < m; ++col) {
+          Reg column[m], points[n];
+#pragma GCC unroll 4
+          for (int r = 0; r < m; ++r) column[r] = V::load(base + r * rowPitch + col * g.cy + c);
+          WinogradF<m>::template gradient<V>(column, points);
+#pragma GCC unroll 6
+          for (int i = 0; i < n; ++i) rows[i][col] = points[i];
+        }
+#pragma GCC unroll 6
+        for (int i = 0; i < n; ++i) {
+          Reg points[n];
+          WinogradF<m>::template gradient<V>(rows[i], points);
+#pragma GCC unroll 6
+          for (int j = 0; j < n; ++j) V::store(dst + (i * n + j) * g.yStride + c, points[j]);
         }
       }
     }
 }
 
-// dw[oc][ic][3x3] += G^T m G, G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1], for output channels [o0, o1).
-inline void wgradOutputTransform(const float* m, int64_t M, int64_t N, int64_t o0, int64_t o1, float* dw) {
+// dw[oc][ic][3x3] += G^T m G, in double, for output channels [o0, o1).
+template <int m>
+void wgradOutputTransform(const float* sums, int64_t M, int64_t N, int64_t o0, int64_t o1, float* dw) {
+  constexpr int n = m + 2;
   for (int64_t o = o0; o < o1; ++o)
     for (int64_t i = 0; i < N; ++i) {
-      double t[3][4];
-      for (int c = 0; c < 4; ++c) {
-        const double m0 = m[(0 + c) * M * N + o * N + i], m1 = m[(4 + c) * M * N + o * N + i];
-        const double m2 = m[(8 + c) * M * N + o * N + i], m3 = m[(12 + c) * M * N + o * N + i];
-        t[0][c] = m0 + 0.5 * (m1 + m2);
-        t[1][c] = 0.5 * (m1 - m2);
-        t[2][c] = 0.5 * (m1 + m2) + m3;
+      double t[3][n];  // G^T m, column by column
+      for (int c = 0; c < n; ++c) {
+        double column[n], reduced[3];
+        for (int r = 0; r < n; ++r) column[r] = sums[(r * n + c) * M * N + o * N + i];
+        WinogradF<m>::weightGradient(column, reduced);
+        for (int k = 0; k < 3; ++k) t[k][c] = reduced[k];
       }
       float* d = dw + (o * N + i) * 9;
       for (int r = 0; r < 3; ++r) {
-        d[r * 3 + 0] += static_cast<float>(t[r][0] + 0.5 * (t[r][1] + t[r][2]));
-        d[r * 3 + 1] += static_cast<float>(0.5 * (t[r][1] - t[r][2]));
-        d[r * 3 + 2] += static_cast<float>(0.5 * (t[r][1] + t[r][2]) + t[r][3]);
+        double reduced[3];
+        WinogradF<m>::weightGradient(t[r], reduced);
+        for (int k = 0; k < 3; ++k) d[r * 3 + k] += static_cast<float>(reduced[k]);
       }
     }
 }
 
-template <class V>
-void winogradWeightGrad(const ConvBackwardArgs& a) {
+template <class V, int m>
+void winogradWeightGradTiled(const ConvBackwardArgs& a) {
   constexpr int MR = GemmTile<V>::kMR, NR = GemmTile<V>::kNR;
   const ConvShape& s = a.s;
   const WinogradWgradGeometry g = winogradWgradGeometry<V>(s);
   const int64_t M = s.outC, N = s.inC, P = s.outH() * s.outW(), imageFloats = s.inC * s.H * s.W;
-  const int64_t chunkImages = winogradWgradChunkImages(s, g.tiles), chunks = ceilDiv(s.batch, chunkImages);
-  const int64_t threads = minI(numThreads(), chunks), sums = 16 * M * N;
+  const int64_t chunkImages = winogradWgradChunkImages(s, g), chunks = ceilDiv(s.batch, chunkImages);
+  const int Pts = g.points();
+  const int64_t threads = minI(numThreads(), chunks), sums = Pts * M * N;
   const int64_t xCopy = roundUp(g.xH * g.xW * g.cx, 16), dyCopy = roundUp(g.dH * g.dW * g.cy, 16);
-  const int64_t perThread = xCopy + dyCopy + 16 * (g.xStride + g.yStride);
+  const int64_t perThread = xCopy + dyCopy + Pts * (g.xStride + g.yStride);
   const int64_t xPixels = s.H * s.W, tableFloats = roundUp(2 * (xPixels + P), 16);
   const int64_t biasFloats = a.dbias != nullptr ? roundUp(chunks * g.cy, 16) : 0;
   float* partials = static_cast<float*>(
@@ -221,7 +236,7 @@ void winogradWeightGrad(const ConvBackwardArgs& a) {
       float* xc = work + t * perThread;
       float* dyc = xc + xCopy;
       float* X = dyc + dyCopy;
-      float* Dy = X + 16 * g.xStride;
+      float* Dy = X + Pts * g.xStride;
       // Borders and padding channels stay zero; interiors are overwritten per image.
       for (int64_t i = 0; i < xCopy + dyCopy; ++i) xc[i] = 0.0f;
       for (int64_t c = chunks * t / threads; c < chunks * (t + 1) / threads; ++c) {
@@ -236,10 +251,10 @@ void winogradWeightGrad(const ConvBackwardArgs& a) {
             toChannelsLast<V>(a.x + n * imageFloats, s.inC, xPixels, xOffsets, xc);
             toChannelsLast<V>(a.dy + n * M * P, M, P, dyOffsets, dyc);
             if (a.dbias != nullptr) addPixelSums<V>(dyc, g.dH * g.dW, g.cy, biasSum);
-            wgradInputTransform<V>(g, xc, X + (n - b0) * g.tiles * g.cx);
-            wgradDyTransform<V>(g, dyc, Dy + (n - b0) * g.tiles * g.cy);
+            wgradInputTransform<V, m>(g, xc, X + (n - b0) * g.tiles * g.cx);
+            wgradDyTransform<V, m>(g, dyc, Dy + (n - b0) * g.tiles * g.cy);
           }
-          // The next block's x and dy, fetched into L2 a sixteenth per xi
+          // The next block's x and dy, fetched into L2 a share per xi
           // while these GEMMs run: the channels-last copies above otherwise
           // wait on L3 with an L2 full of the GEMMs' dirty lines (they took
           // ~30% of this pass; ~3x slower than with the lines in L2).
@@ -247,9 +262,9 @@ void winogradWeightGrad(const ConvBackwardArgs& a) {
           const float* xNext = a.x + b1 * imageFloats;
           const float* dyNext = a.dy + b1 * M * P;
           const int64_t xLines = (nextEnd - b1) * imageFloats / 16, dyLines = (nextEnd - b1) * M * P / 16;
-          for (int xi = 0; xi < 16; ++xi) {
-            for (int64_t l = xLines * xi / 16; l < xLines * (xi + 1) / 16; ++l) __builtin_prefetch(xNext + 16 * l, 0, 2);
-            for (int64_t l = dyLines * xi / 16; l < dyLines * (xi + 1) / 16; ++l) __builtin_prefetch(dyNext + 16 * l, 0, 2);
+          for (int xi = 0; xi < Pts; ++xi) {
+            for (int64_t l = xLines * xi / Pts; l < xLines * (xi + 1) / Pts; ++l) __builtin_prefetch(xNext + 16 * l, 0, 2);
+            for (int64_t l = dyLines * xi / Pts; l < dyLines * (xi + 1) / Pts; ++l) __builtin_prefetch(dyNext + 16 * l, 0, 2);
             for (int64_t j0 = 0; j0 < N; j0 += NR)
               for (int64_t i0 = 0; i0 < M; i0 += MR)
                 gemmTile<V>(depth, Dy + xi * g.yStride + i0, StridedRows{X + xi * g.xStride + j0, g.cx},
@@ -267,13 +282,22 @@ void winogradWeightGrad(const ConvBackwardArgs& a) {
     }
   });
   parallelForEach(0, M, ceilDiv(M, numThreads()),
-                  [&](int64_t lo, int64_t hi) { wgradOutputTransform(total, M, N, lo, hi, a.dweight); });
+                  [&](int64_t lo, int64_t hi) { wgradOutputTransform<m>(total, M, N, lo, hi, a.dweight); });
   if (a.dbias != nullptr)
     for (int64_t oc = 0; oc < M; ++oc) {
       float v = biasPartials[oc];
       for (int64_t c = 1; c < chunks; ++c) v += biasPartials[c * g.cy + oc];
       a.dbias[oc] += v;
     }
+}
+
+template <class V>
+void winogradWeightGrad(const ConvBackwardArgs& a) {
+  if (winogradOutputTile(a.s) == 4) {
+    winogradWeightGradTiled<V, 4>(a);
+  } else {
+    winogradWeightGradTiled<V, 2>(a);
+  }
 }
 
 }  // namespace

@@ -87,6 +87,21 @@ struct WinogradF<2> {
     y[0] = V::add(V::add(v[0], v[1]), v[2]);
     y[1] = V::sub(V::sub(v[1], v[2]), v[3]);
   }
+  // The weight gradient's transposes (conv_wgrad_winograd.h): A (m outputs'
+  // gradients -> n points) and G^T (n points -> 3 taps, in double).
+  template <class V>
+  static void gradient(const typename V::Reg e[2], typename V::Reg out[4]) {
+    out[0] = e[0];
+    out[1] = V::add(e[0], e[1]);
+    out[2] = V::sub(e[0], e[1]);
+    out[3] = V::sub(V::zero(), e[1]);
+  }
+  static void weightGradient(const double v[4], double taps[3]) {
+    const double inner = 0.5 * (v[1] + v[2]);
+    taps[0] = v[0] + inner;
+    taps[1] = 0.5 * (v[1] - v[2]);
+    taps[2] = inner + v[3];
+  }
 };
 
 // Interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray, 2016).
@@ -132,6 +147,27 @@ struct WinogradF<4> {
     y[1] = V::fma(V::set1(2.0f), d34, d12);
     y[2] = V::fma(V::set1(4.0f), s34, s12);
     y[3] = V::add(V::fma(V::set1(8.0f), d34, d12), v[5]);
+  }
+  // A (columns of A^T): [1 0 0 0], [1 1 1 1], [1 -1 1 -1], [1 2 4 8], [1 -2 4 -8], [0 0 0 1].
+  template <class V>
+  static void gradient(const typename V::Reg e[4], typename V::Reg out[6]) {
+    using Reg = typename V::Reg;
+    const Reg even = V::add(e[0], e[2]), odd = V::add(e[1], e[3]);
+    const Reg evenScaled = V::fma(V::set1(4.0f), e[2], e[0]), oddScaled = V::fma(V::set1(8.0f), e[3], V::add(e[1], e[1]));
+    out[0] = e[0];
+    out[1] = V::add(even, odd);
+    out[2] = V::sub(even, odd);
+    out[3] = V::add(evenScaled, oddScaled);
+    out[4] = V::sub(evenScaled, oddScaled);
+    out[5] = e[3];
+  }
+  // G^T rows: [1/4 -1/6 -1/6 1/24 1/24 0], [0 -1/6 1/6 1/12 -1/12 0], [0 -1/6 -1/6 1/6 1/6 1].
+  static void weightGradient(const double v[6], double taps[3]) {
+    constexpr double sixth = 1.0 / 6, twelfth = 1.0 / 12, twentyFourth = 1.0 / 24;
+    const double near = v[1] + v[2], far = v[3] + v[4];
+    taps[0] = 0.25 * v[0] - near * sixth + far * twentyFourth;
+    taps[1] = (v[2] - v[1]) * sixth + (v[3] - v[4]) * twelfth;
+    taps[2] = (far - near) * sixth + v[5];
   }
 };
 
