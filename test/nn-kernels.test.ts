@@ -74,14 +74,15 @@ const CONVS: ConvCfg[] = [
   { batch: 2, inC: 8, H: 6, W: 15, outC: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
   { batch: 2, inC: 8, H: 5, W: 16, outC: 9, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 0 },
   { batch: 2, inC: 8, H: 4, W: 20, outC: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
-  // Most of the above take F(4x4, 3x3); F(2x2) stays where its GEMMs are no
-  // larger: 2-row and 5x5 outputs (paired rows on AVX-512, and past them).
+  // Most of the above take F(4x4, 3x3) in the gradients; F(2x2) stays where
+  // its GEMMs are no larger: 2-row and 5x5 outputs (paired rows on AVX-512,
+  // and past them). The forward pass is always F(2x2) (conv_body.h).
   { batch: 3, inC: 8, H: 4, W: 12, outC: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 1 },
   { batch: 2, inC: 9, H: 5, W: 5, outC: 10, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 },
   { batch: 2, inC: 8, H: 4, W: 40, outC: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 1 },
 ];
 
-// Independent restatement of the kernels' choice (conv_winograd.h): 3x3
+// Independent restatement of the kernels' choice for the gradients (conv_winograd.h): 3x3
 // stride 1, padding <= 2, >= 8 channels on both sides, outputs >= 2x2, and
 // 4x4 tiles when their 36-point GEMMs are smaller than 2x2 tiles' 16-point ones.
 function winogradF4(c: ConvCfg): boolean {
@@ -193,10 +194,10 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
     y.fill(NaN);
     // Rounding grows with the length of each sum (and Winograd's transforms
     // add a few roundings per term): tolerance ~ sqrt(terms), as in the C++
-    // tests; F(4x4, 3x3) scales terms by up to 64 and rounds 1/6 and 1/24 in
-    // its weights, ~10x the direct sum's error.
+    // tests; F(4x4, 3x3) (gradients only) scales terms by up to 64 and rounds
+    // 1/6 and 1/24 in its weights, ~10x the direct sum's error.
     const scale = (f4: boolean) => (f4 ? 2e-5 : 2e-6);
-    const yTol = scale(winogradF4(c)) * Math.sqrt(c.inC * c.kh * c.kw) + 1e-6;
+    const yTol = scale(false) * Math.sqrt(c.inC * c.kh * c.kw) + 1e-6;
     const dxTol = scale(winogradF4(dataGradientCfg(c))) * Math.sqrt(c.outC * c.kh * c.kw) + 1e-6;
     k.fwd(x, w, b, y);
     expect(relError(y, refConvForward(c, x, w, b))).toBeLessThan(yTol);
@@ -219,6 +220,45 @@ describe.each(native.availableIsas())('ISA %s', (isaName) => {
     checkFiniteDifferences(x, gx, loss, 0.25, 1e-3);
     checkFiniteDifferences(w, gw, loss, 0.25, 1e-3);
     checkFiniteDifferences(b, gb, loss, 0.25, 1e-3);
+  });
+
+  it('conv2d forward: equal inputs over a 2x2 window\'s receptive field give bit-equal outputs (max-pool ties stay ties)', () => {
+    use();
+    // conv2's shape; each image is a constant per channel except for a
+    // random 5x5 patch, as MNIST's blank areas are after the stem. A direct
+    // convolution gives bit-equal outputs wherever the 4x4 receptive field of
+    // a 2x2 window is constant, and max pooling then picks the first element
+    // (PyTorch's rule). Winograd must not break those ties by rounding the
+    // window's positions differently (F(4x4) did, for 18% of conv2's ties).
+    const c: ConvCfg = { batch: 4, inC: 32, H: 14, W: 14, outC: 64, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+    const k = conv(c);
+    const x = new Float32Array(k.xLen), w = rngArray(k.wLen, 31), b = rngArray(c.outC, 32), y = new Float32Array(k.yLen);
+    const level = rngArray(c.inC, 33), noise = rngArray(k.xLen, 34);
+    const patch = (n: number, r: number, col: number) => r >= 2 + n && r < 7 + n && col >= 3 * n && col < 3 * n + 5;
+    for (let n = 0; n < c.batch; n++)
+      for (let ch = 0; ch < c.inC; ch++)
+        for (let r = 0; r < c.H; r++)
+          for (let col = 0; col < c.W; col++) {
+            const i = ((n * c.inC + ch) * c.H + r) * c.W + col;
+            x[i] = patch(n, r, col) ? noise[i] : level[ch];
+          }
+    k.fwd(x, w, b, y);
+    let constantWindows = 0;
+    for (let n = 0; n < c.batch; n++)
+      for (let py = 0; py < c.H / 2; py++)
+        for (let px = 0; px < c.W / 2; px++) {
+          // The window's receptive field: rows 2py-1..2py+2, columns 2px-1..2px+2, inside the image and the constant area.
+          let constant = 2 * py >= 1 && 2 * py + 2 < c.H && 2 * px >= 1 && 2 * px + 2 < c.W;
+          for (let r = 2 * py - 1; constant && r <= 2 * py + 2; r++)
+            for (let col = 2 * px - 1; col <= 2 * px + 2; col++) if (patch(n, r, col)) constant = false;
+          if (!constant) continue;
+          constantWindows++;
+          for (let oc = 0; oc < c.outC; oc++) {
+            const at = (dy: number, dx: number) => y[((n * c.outC + oc) * c.H + 2 * py + dy) * c.W + 2 * px + dx];
+            expect([at(0, 1), at(1, 0), at(1, 1)]).toEqual([at(0, 0), at(0, 0), at(0, 0)]);
+          }
+        }
+    expect(constantWindows).toBeGreaterThan(40);
   });
 
   it('maxPool2d forward/backward match the reference and finite differences', () => {

@@ -2,8 +2,9 @@
 // it), as GEMMs whose operands are packed straight from the tensors:
 //  - forward, stride 1 with a shallow patch (conv1): direct, directConv;
 //  - 3x3 stride-1 layers with several channels (forward and data gradient):
-//    Winograd F(2x2, 3x3), conv_winograd.h; their weight gradient as
-//    F(3x3, 2x2), conv_wgrad_winograd.h;
+//    Winograd F(2x2, 3x3), conv_winograd.h (the data gradient F(4x4, 3x3)
+//    where that does less work); their weight gradient as F(3x3, 2x2) or
+//    F(3x3, 4x4), conv_wgrad_winograd.h;
 //  - forward, per image: y_n[outC, P] = W[outC, K] * col(x_n)[K, P], the
 //    im2col values written directly into the GEMM's B sliver (no column
 //    matrix); stride 1 reads them from a zero-padded copy (conv_padded.h);
@@ -217,7 +218,15 @@ void convForward(const ConvForwardArgs& a) {
     return;
   }
   if (winogradFits(a.s)) {
-    winogradConv<V>(a.s, WinogradWeights{a.weight, false}, a.x, a.bias, a.y);
+    // F(2x2) even where F(4x4) would do less work: a 2x2 tile is a 2x2
+    // pooling window, and equal inputs over a window's receptive field (the
+    // blank areas of MNIST: 28% of conv2's windows) then give bit-equal
+    // outputs, so max pooling picks the first maximum as a direct
+    // convolution (and PyTorch) does. F(4x4) rounds each of a tile's 16
+    // positions differently and broke 18% of those ties, which sent their
+    // gradients elsewhere (measured against PyTorch: conv2's weight gradient
+    // off by 1.7e-2 instead of 3e-5).
+    winogradConv<V>(a.s, WinogradWeights{a.weight, false}, a.x, a.bias, a.y, 2);
     return;
   }
   gemmConv<V>(a.s, StridedA<V>{a.weight, a.s.patch(), a.s.outC, false}, a.x, a.bias, a.y);
@@ -345,7 +354,7 @@ void convBackwardData(const ConvBackwardArgs& a) {
   t.padH = s.kh - 1 - s.padH;
   t.padW = s.kw - 1 - s.padW;
   if (winogradFits(t)) {
-    winogradConv<V>(t, WinogradWeights{a.weight, true}, a.dy, nullptr, a.dx);
+    winogradConv<V>(t, WinogradWeights{a.weight, true}, a.dy, nullptr, a.dx, winogradOutputTile(t));
     return;
   }
   gemmConv<V>(t, FlippedWeightA<V>{a.weight, &s}, a.dy, nullptr, a.dx);

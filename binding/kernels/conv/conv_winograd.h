@@ -22,7 +22,8 @@
 // F(4x4)'s transforms scale by up to 8 and its G has entries 1/6 and 1/24 that
 // float rounds, so its error is a few times larger (still ~1e-6 relative per
 // sqrt(term) on unit data; the tests bound each tiling separately). It is used
-// only where it saves GEMM work (winogradOutputTile).
+// only where it saves GEMM work (winogradOutputTile), and not in the forward
+// pass (see convForward in conv_body.h).
 #pragma once
 #include <cstdint>
 #include <type_traits>
@@ -200,8 +201,10 @@ inline bool winogradFits(const ConvShape& s) {
          s.inC >= 8 && s.outC >= 8 && s.outH() >= 2 && s.outW() >= 2;
 }
 
-// The output tile size m: 4 where its GEMMs (tiles x 36 points) are smaller
-// than F(2x2)'s (tiles x 16 points), 2 on a tie (the smaller rounding error).
+// The output tile size m for the data and weight gradients: 4 where its
+// GEMMs (tiles x 36 points) are smaller than F(2x2)'s (tiles x 16 points), 2
+// on a tie (the smaller rounding error). The forward pass always uses 2 (see
+// convForward in conv_body.h).
 inline int winogradOutputTile(const ConvShape& s) {
   const auto gemmColumns = [&](int64_t m) {
     return ceilDiv(s.outH(), m) * ceilDiv(s.outW(), m) * (m + 2) * (m + 2);
@@ -649,9 +652,12 @@ void winogradConvTiled(const ConvShape& s, const WinogradWeights& wt, const floa
   });
 }
 
+// `tile` is the output tile size m, 2 or 4 (see convForward for why the
+// forward pass keeps 2).
 template <class V>
-void winogradConv(const ConvShape& s, const WinogradWeights& wt, const float* input, const float* bias, float* out) {
-  if (winogradOutputTile(s) == 4) {
+void winogradConv(const ConvShape& s, const WinogradWeights& wt, const float* input, const float* bias, float* out,
+                  int tile) {
+  if (tile == 4) {
     winogradConvTiled<V, 4>(s, wt, input, bias, out);
   } else {
     winogradConvTiled<V, 2>(s, wt, input, bias, out);
