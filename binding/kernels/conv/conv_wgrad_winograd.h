@@ -1,6 +1,7 @@
 // Weight gradient of the 3x3 stride-1 layers Winograd handles forward
-// (winogradFits), as F(3x3, m x m) with the forward's m x m output tiles
-// (the same m, winogradOutputTile):
+// (winogradFits), as F(3x3, m x m) on m x m tiles of the layer's output,
+// m from winogradOutputTile (as for the data gradient; the forward pass keeps
+// m = 2, see convForward in conv_body.h):
 //   dW[oc][ic] = G^T [ sum over tiles (A dy A^T)[oc] (.) (B^T d B)[ic] ] G
 // (the transposition of Y = A^T [(G g G^T) (.) (B^T d B)] A; A = (A^T)^T is
 // n x m, B^T and G as in conv_winograd.h, n = m + 2). The n*n positions xi

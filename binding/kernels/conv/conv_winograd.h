@@ -1,6 +1,7 @@
 // Winograd F(m x m, 3x3), m = 2 or 4, for stride-1 3x3 convolutions with
-// enough channels (conv2 of the MNIST models and its data gradient): every
-// m x m output tile is
+// enough channels (conv2 of the MNIST models: its forward pass with m = 2,
+// its data gradient with the m of winogradOutputTile): every m x m output
+// tile is
 //   Y = A^T [ sum_ic (G g G^T) (.) (B^T d B) ] A
 // so the n*n positions xi (n = m + 2) of the transformed input tiles become
 // n*n independent GEMMs  M_xi[oc][tile] = U_xi[oc][ic] * V_xi[ic][tile].
