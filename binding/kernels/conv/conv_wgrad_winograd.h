@@ -8,9 +8,9 @@
 // are n*n GEMMs
 //   M_xi[oc][ic] += sum_t Dy_xi[t][oc] * X_xi[t][ic]
 // with the tiles as the depth: 2.25x (m = 2) or 4x (m = 4, less on edge
-// tiles) fewer multiply-adds than the direct sum. Each image is first transposed (L x L blocks in
-// registers, V::zip) into a zero-bordered channels-last copy, so the
-// transforms run on vectors of channels and write
+// tiles) fewer multiply-adds than the direct sum. Each image is first
+// transposed (L x L blocks in registers, V::zip) into a zero-bordered
+// channels-last copy, so the transforms run on vectors of channels and write
 // both operands as [tile][channel] rows: X is the GEMM's B in place, Dy its A
 // read with a row step of the channel count (gemmMicroKernel's aStep).
 // Images are cut into fixed chunks (a function of the shape only), each
