@@ -531,6 +531,7 @@ int main() {
     testGemmBatch(*k);
     testDeterminism(*k, 13, 8, 10, 16);
     testDeterminism(*k, 37, 1, 12, 10);
+    testDeterminism(*k, 20, 16, 14, 24);  // 14x14: F(4x4) gradients, two weight-gradient chunks of unequal size
   }
   setNumThreads(initialThreads);
   check(tables >= 2, "at least a scalar and one SIMD table are runnable");
