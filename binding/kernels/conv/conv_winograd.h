@@ -8,7 +8,7 @@
 // F(2x2) does 2.25x fewer multiply-adds than the direct convolution, F(4x4)
 // 4x fewer (on 14x14, where 4x4 tiles cover 16x16, 26% fewer than F(2x2)).
 // Tiles are numbered over the whole batch and cut into fixed blocks of
-// winogradBlockTiles (a function of the ISA and m only); a block's V stays in
+// winogradBlockTiles (a function of the ISA, m and K only); a block's V stays in
 // L2 while its GEMMs run one MR-channel panel of outputs at a time, each
 // panel's M (n*n x MR x block floats) output-transformed straight after its
 // GEMMs. Threads take whole blocks and every tile is computed the same way in
@@ -572,20 +572,23 @@ void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, in
   copyRows(o1 - 1, yAll + ((o1 - 1) & 1) * slotFloats);
 }
 
-template <class V, int m>
-constexpr int64_t winogradBlockTiles() {
-  // F(2x2): about 128 tiles (measured: 64 and 192 are slower on conv2).
-  // F(4x4): tiles are four times larger and V has 36 points, not 16: about 64.
-  constexpr int64_t target = m == 2 ? 128 : 64;
-  return (target + GemmTile<V>::kNR - 1) / GemmTile<V>::kNR * GemmTile<V>::kNR;
+// Tiles per block: V (n*n points x K channels x block) stays in L2 next to
+// the packed weights at about 288 KiB, at most ~128 tiles, rounded up to
+// whole GEMM slivers. Measured on conv2: the F(2x2) forward pass (K = 32) gets 128, and 64
+// and 192 were slower; the F(4x4) data gradient (K = 64) gets 32, ~8% faster
+// than 64 on 2 threads.
+template <class V>
+int64_t winogradBlockTiles(int m, int64_t K) {
+  constexpr int64_t NR = GemmTile<V>::kNR;
+  const int64_t fit = 288 * 1024 / (int64_t(sizeof(float)) * (m + 2) * (m + 2) * K);
+  return maxI(NR, ceilDiv(minI(128, fit), NR) * NR);
 }
 
 template <class V, int m>
 void winogradConvTiled(const ConvShape& s, const WinogradWeights& wt, const float* input, const float* bias,
                        float* out) {
   constexpr int MR = GemmTile<V>::kMR, NR = GemmTile<V>::kNR, n = m + 2, P = n * n;
-  constexpr int64_t Tb = winogradBlockTiles<V, m>();
-  const int64_t M = s.outC, K = s.inC, tW = ceilDiv(s.outW(), m);
+  const int64_t M = s.outC, K = s.inC, tW = ceilDiv(s.outW(), m), Tb = winogradBlockTiles<V>(m, K);
   const int64_t tiles = s.batch * ceilDiv(s.outH(), m) * tW, blocks = ceilDiv(tiles, Tb);
   const int64_t threads = minI(numThreads(), blocks);
   // The xi panels of packed weights a cache line more than their size apart:
