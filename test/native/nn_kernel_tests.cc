@@ -520,7 +520,8 @@ int main() {
                // (paired rows on AVX-512, and past them); their data gradients take F(4x4) or F(2x2) again.
                {3, 8, 4, 12, 8, 3, 3, 1, 1, 0, 1},   {2, 9, 5, 5, 10, 3, 3, 1, 1, 1, 1},
                {2, 8, 4, 40, 8, 3, 3, 1, 1, 0, 1},
-               {1, 520, 4, 4, 9, 3, 3, 1, 1, 1, 1}}) {  // inC past one GEMM K block
+               {1, 520, 4, 4, 9, 3, 3, 1, 1, 1, 1},    // inC past one GEMM K block
+               {2, 9, 4, 4, 520, 3, 3, 1, 1, 1, 1}}) {  // outC past it: the F(4x4) data gradient splits K
         s.batch = c[0]; s.inC = c[1]; s.H = c[2]; s.W = c[3]; s.outC = c[4]; s.kh = c[5]; s.kw = c[6];
         s.strideH = c[7]; s.strideW = c[8]; s.padH = c[9]; s.padW = c[10];
         testConv(*k, s);
