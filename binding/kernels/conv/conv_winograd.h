@@ -21,8 +21,9 @@
 // Rounding: F(2x2)'s transforms only add and subtract and its G has entries 1
 // and 1/2, so its error stays within a small multiple of the direct sum's.
 // F(4x4)'s transforms scale by up to 8 and its G has entries 1/6 and 1/24 that
-// float rounds, so its error is a few times larger (still ~1e-6 relative per
-// sqrt(term) on unit data; the tests bound each tiling separately). It is used
+// float rounds, so its error is up to ~10x larger (~4e-6 relative per
+// sqrt(term) on unit data, largest at a tile's bottom-right output; the tests
+// bound each tiling separately). It is used
 // only where it saves GEMM work (winogradOutputTile), and not in the forward
 // pass (see convForward in conv_body.h).
 #pragma once
