@@ -501,7 +501,7 @@ inline void interleaveTiles(const typename V::Reg columns[m], typename V::Reg ou
 // rows[r][m*j + c] for tile j, column c (each row m*ld floats). Then each run
 // copies its stretch of every row into the output, clipped at the
 // bottom/right edge. Mb holds output channels [o0, o1) only; yAll has room
-// for two slots of m*m*ld + 16 floats (and a vector of slack).
+// for two slots of m*m*ld + 16 floats.
 template <class V, int m>
 void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, int64_t xiStride, int64_t o0,
                              int64_t o1, const WinogradRun* runs, int64_t runCount, int64_t count, const float* bias,
@@ -509,12 +509,6 @@ void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, in
   using Reg = typename V::Reg;
   constexpr int L = V::kLanes, n = m + 2;
   const int64_t outH = s.outH(), outW = s.outW(), plane = outH * outW;
-  // A whole output row whose successor in memory is written next may be
-  // copied in whole vectors: the lanes past its end land on the next row's
-  // first columns, which that row's copy overwrites. Only the last row of a
-  // chain needs a masked store (slow on AMD).
-  const bool spillIntoNextRow = roundUp(outW, L) - outW <= outW;
-  const int64_t tW = ceilDiv(outW, m);
   // Two slots of rows, a cache line more than their size apart; channel oc's
   // rows are copied out after channel oc + 1's are computed, so the copies'
   // unaligned loads do not wait on the stores just made.
@@ -551,19 +545,8 @@ void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, in
       // The row's last tile is cut at the right edge.
       const int64_t width = minI(m * run.len, outW - m * run.tx0);
       float* dst = out + run.out + oc * plane;
-      const int64_t rowCount = minI(m, outH - m * run.ty);
-      const bool wholeRows = spillIntoNextRow && run.tx0 == 0 && run.len == tW;
-      // The next run continues this one's rows in memory (the next tile row of the same image).
-      const bool chained = wholeRows && q + 1 < runCount && runs[q + 1].out == run.out + m * outW &&
-                           runs[q + 1].len == tW;
-      for (int r = 0; r < rowCount; ++r) {
-        const float* src = rows + r * m * ld + m * run.j;
-        if (wholeRows && (r + 1 < rowCount || chained)) {
-          for (int64_t i = 0; i < width; i += L) V::store(dst + r * outW + i, V::load(src + i));
-        } else {
-          copyFloats<V>(dst + r * outW, src, width);
-        }
-      }
+      for (int r = 0; r < m && m * run.ty + r < outH; ++r)
+        copyFloats<V>(dst + r * outW, rows + r * m * ld + m * run.j, width);
     }
   };
   for (int64_t oc = o0; oc < o1; ++oc) {
@@ -611,7 +594,7 @@ void winogradConvTiled(const ConvShape& s, const WinogradWeights& wt, const floa
   // Rows split per block: m * (tile rows touched + 1) + 2 per segment.
   const int64_t rowCopyFloats = (m * (Tb / tW + 3 * maxSegs) + 2) * rowFloats;
   const int64_t perThread =
-      P * (vStride + mStride) + runFloats + segFloats + rowCopyFloats + streamsFloats + 2 * (m * m * Tb + 16) + 16 + V::kLanes;  // whole-vector row reads
+      P * (vStride + mStride) + runFloats + segFloats + rowCopyFloats + streamsFloats + 2 * (m * m * Tb + 16) + 16;
   float* packedA = static_cast<float*>(scratchBytes(sizeof(float) * (P * panelFloats + threads * perThread)));
   float* work = packedA + P * panelFloats;
   parallelForEach(0, M, ceilDiv(M, threads), [&](int64_t lo, int64_t hi) {
