@@ -32,30 +32,28 @@ namespace bnkit {
 namespace {
 
 struct WinogradWgradGeometry {
-  int m, n;            // output tile size, points per axis (m + 2)
   int64_t tH, tW;      // tile rows / columns
   int64_t xH, xW, cx;  // channels-last input copy: rows, columns, channel pitch
   int64_t dH, dW, cy;  // channels-last dy copy (m*tH x m*tW, zeros past outH/outW)
   int64_t tiles;       // per image
   int64_t blockImages; // images transformed together, one GEMM
   int64_t xStride, yStride;  // floats between xi planes of X and Dy
-  int points() const { return n * n; }
 };
 
+// For m x m output tiles (n*n points each).
 template <class V>
-WinogradWgradGeometry winogradWgradGeometry(const ConvShape& s) {
+WinogradWgradGeometry winogradWgradGeometry(const ConvShape& s, int m) {
   constexpr int64_t MR = GemmTile<V>::kMR, L = V::kLanes;
+  const int64_t points = (m + 2) * (m + 2);
   WinogradWgradGeometry g;
-  g.m = winogradOutputTile(s);
-  g.n = g.m + 2;
-  g.tH = ceilDiv(s.outH(), g.m);
-  g.tW = ceilDiv(s.outW(), g.m);
+  g.tH = ceilDiv(s.outH(), m);
+  g.tW = ceilDiv(s.outW(), m);
   // Tile (ty, tx) reads copy rows m*ty..m*ty+n-1 and the same columns; copy
   // pixel (r, c) is input pixel (r - padH, c - padW).
-  g.xH = g.m * g.tH + 2;
-  g.xW = g.m * g.tW + 2;
-  g.dH = g.m * g.tH;
-  g.dW = g.m * g.tW;
+  g.xH = m * g.tH + 2;
+  g.xW = m * g.tW + 2;
+  g.dH = m * g.tH;
+  g.dW = m * g.tW;
   // Whole vectors of channels; Dy rows also cover the last MR-row panel.
   g.cx = roundUp(s.inC, L);
   g.cy = roundUp(roundUp(s.outC, MR), L);
@@ -64,7 +62,7 @@ WinogradWgradGeometry winogradWgradGeometry(const ConvShape& s) {
   // tiles): fewer passes over the sums, while X and Dy (points x depth x
   // channels) and the next block's prefetched input still fit L2 (F(4x4):
   // 48 tiles measured ~8% faster than 96).
-  g.blockImages = minI(s.batch, maxI(1, ceilDiv(1536, g.tiles * g.points())));
+  g.blockImages = minI(s.batch, maxI(1, ceilDiv(1536, g.tiles * points)));
   // A cache line more than the plane size, so the n*n streams of a transform
   // do not share L1 sets when the planes are 4 KiB multiples.
   g.xStride = g.blockImages * g.tiles * g.cx + 16;
@@ -76,9 +74,9 @@ WinogradWgradGeometry winogradWgradGeometry(const ConvShape& s) {
 // power of two (chunks spread evenly over threads), a function of the shape
 // only. At most 8 chunks, as each keeps n*n * outC * inC sums (big layers
 // would otherwise need gigabytes).
-inline int64_t winogradWgradChunkImages(const ConvShape& s, const WinogradWgradGeometry& g) {
+inline int64_t winogradWgradChunkImages(const ConvShape& s, int64_t tilePointsPerImage) {
   int64_t images = 1;
-  while (images * 2 <= s.batch && images * 2 * g.tiles * g.points() <= 16 * 1024) images *= 2;
+  while (images * 2 <= s.batch && images * 2 * tilePointsPerImage <= 16 * 1024) images *= 2;
   while (ceilDiv(s.batch, images) > 8) images *= 2;
   return images;
 }
@@ -127,60 +125,31 @@ void addPixelSums(const float* copy, int64_t pixels, int64_t channels, float* su
   }
 }
 
-// X_xi[t][ic] = (B^T d B)[xi] for every tile of one image (B^T of F(m, 3)).
-template <class V, int m>
-void wgradInputTransform(const WinogradWgradGeometry& g, const float* xc, float* X) {
+// dst_xi[t][ch] = (F T F^T)[xi] for every tile t of one image's
+// channels-last copy (`pitch` pixels a row, `channels` floats a pixel): T is
+// the In x In pixels at (m*ty, m*tx), F maps In values to Out (`transform`),
+// the Out*Out points go `stride` floats apart. X is the input tiles' B^T d B
+// (In = n), Dy the dy tiles' A e A^T (In = m).
+template <class V, int m, int In, int Out, class Transform>
+void wgradTileTransform(const WinogradWgradGeometry& g, const float* copy, int64_t pitch, int64_t channels,
+                        int64_t stride, Transform transform, float* dst) {
   using Reg = typename V::Reg;
-  constexpr int L = V::kLanes, n = m + 2;
-  const int64_t rowPitch = g.xW * g.cx;
+  constexpr int L = V::kLanes;
+  const int64_t rowPitch = pitch * channels;
   for (int64_t ty = 0; ty < g.tH; ++ty)
     for (int64_t tx = 0; tx < g.tW; ++tx) {
-      const float* base = xc + m * ty * rowPitch + m * tx * g.cx;
-      float* dst = X + (ty * g.tW + tx) * g.cx;
-      for (int64_t c = 0; c < g.cx; c += L) {
-        Reg d[n][n];
+      const float* base = copy + m * ty * rowPitch + m * tx * channels;
+      float* tile = dst + (ty * g.tW + tx) * channels;
+      for (int64_t c = 0; c < channels; c += L) {
+        Reg points[Out][Out];
+        // Captured by value: by reference the addresses were re-read from
+        // the stack for every load (this transform ~20% slower, measured).
+        separableTransform<In, Out>(
+            [=](int r, int col) { return V::load(base + r * rowPitch + col * channels + c); }, transform, points);
 #pragma GCC unroll 6
-        for (int r = 0; r < n; ++r)
+        for (int i = 0; i < Out; ++i) {
 #pragma GCC unroll 6
-          for (int col = 0; col < n; ++col) d[r][col] = V::load(base + r * rowPitch + col * g.cx + c);
-        Reg v[n][n];
-        winogradInputTile<V, m>(d, v);
-#pragma GCC unroll 6
-        for (int i = 0; i < n; ++i) {
-#pragma GCC unroll 6
-          for (int col = 0; col < n; ++col) V::store(dst + (i * n + col) * g.xStride + c, v[i][col]);
-        }
-      }
-    }
-}
-
-// Dy_xi[t][oc] = (A e A^T)[xi] for every m x m dy tile e of one image.
-template <class V, int m>
-void wgradDyTransform(const WinogradWgradGeometry& g, const float* dyc, float* Dy) {
-  using Reg = typename V::Reg;
-  constexpr int L = V::kLanes, n = m + 2;
-  const int64_t rowPitch = g.dW * g.cy;
-  for (int64_t ty = 0; ty < g.tH; ++ty)
-    for (int64_t tx = 0; tx < g.tW; ++tx) {
-      const float* base = dyc + m * ty * rowPitch + m * tx * g.cy;
-      float* dst = Dy + (ty * g.tW + tx) * g.cy;
-      for (int64_t c = 0; c < g.cy; c += L) {
-        Reg rows[n][m];  // A e, column by column
-#pragma GCC unroll 4
-        for (int col = 0; col < m; ++col) {
-          Reg column[m], points[n];
-#pragma GCC unroll 4
-          for (int r = 0; r < m; ++r) column[r] = V::load(base + r * rowPitch + col * g.cy + c);
-          WinogradF<m>::template gradient<V>(column, points);
-#pragma GCC unroll 6
-          for (int i = 0; i < n; ++i) rows[i][col] = points[i];
-        }
-#pragma GCC unroll 6
-        for (int i = 0; i < n; ++i) {
-          Reg points[n];
-          WinogradF<m>::template gradient<V>(rows[i], points);
-#pragma GCC unroll 6
-          for (int j = 0; j < n; ++j) V::store(dst + (i * n + j) * g.yStride + c, points[j]);
+          for (int j = 0; j < Out; ++j) V::store(tile + (i * Out + j) * stride + c, points[i][j]);
         }
       }
     }
@@ -192,30 +161,22 @@ void wgradOutputTransform(const float* sums, int64_t M, int64_t N, int64_t o0, i
   constexpr int n = m + 2;
   for (int64_t o = o0; o < o1; ++o)
     for (int64_t i = 0; i < N; ++i) {
-      double t[3][n];  // G^T m, column by column
-      for (int c = 0; c < n; ++c) {
-        double column[n], reduced[3];
-        for (int r = 0; r < n; ++r) column[r] = sums[(r * n + c) * M * N + o * N + i];
-        WinogradF<m>::weightGradient(column, reduced);
-        for (int k = 0; k < 3; ++k) t[k][c] = reduced[k];
-      }
+      double taps[3][3];
+      separableTransform<n, 3>([&](int r, int c) { return double(sums[(r * n + c) * M * N + o * N + i]); },
+                               [](const double* v, double* t) { WinogradF<m>::weightGradient(v, t); }, taps);
       float* d = dw + (o * N + i) * 9;
-      for (int r = 0; r < 3; ++r) {
-        double reduced[3];
-        WinogradF<m>::weightGradient(t[r], reduced);
-        for (int k = 0; k < 3; ++k) d[r * 3 + k] += static_cast<float>(reduced[k]);
-      }
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) d[r * 3 + k] += static_cast<float>(taps[r][k]);
     }
 }
 
 template <class V, int m>
 void winogradWeightGradTiled(const ConvBackwardArgs& a) {
-  constexpr int MR = GemmTile<V>::kMR, NR = GemmTile<V>::kNR;
+  constexpr int MR = GemmTile<V>::kMR, NR = GemmTile<V>::kNR, n = m + 2, Pts = n * n;
   const ConvShape& s = a.s;
-  const WinogradWgradGeometry g = winogradWgradGeometry<V>(s);
+  const WinogradWgradGeometry g = winogradWgradGeometry<V>(s, m);
   const int64_t M = s.outC, N = s.inC, P = s.outH() * s.outW(), imageFloats = s.inC * s.H * s.W;
-  const int64_t chunkImages = winogradWgradChunkImages(s, g), chunks = ceilDiv(s.batch, chunkImages);
-  const int Pts = g.points();
+  const int64_t chunkImages = winogradWgradChunkImages(s, g.tiles * Pts), chunks = ceilDiv(s.batch, chunkImages);
   const int64_t threads = minI(numThreads(), chunks), sums = Pts * M * N;
   const int64_t xCopy = roundUp(g.xH * g.xW * g.cx, 16), dyCopy = roundUp(g.dH * g.dW * g.cy, 16);
   const int64_t perThread = xCopy + dyCopy + Pts * (g.xStride + g.yStride);
@@ -232,6 +193,13 @@ void winogradWeightGradTiled(const ConvBackwardArgs& a) {
   for (int64_t p = 0; p < xPixels; ++p) xOffsets[p] = ((p / s.W + s.padH) * g.xW + p % s.W + s.padW) * g.cx;
   for (int64_t p = 0; p < P; ++p) dyOffsets[p] = (p / s.outW() * g.dW + p % s.outW()) * g.cy;
   GemmEpilogue e;
+  using Reg = typename V::Reg;
+  const auto inputPoints = [](const Reg* in, Reg* out) { WinogradF<m>::template input<V>(in, out); };
+  const auto gradientPoints = [](const Reg* in, Reg* out) { WinogradF<m>::template gradient<V>(in, out); };
+  // Lines [share * lines / Pts, (share + 1) * lines / Pts) of p, into L2.
+  const auto prefetchShare = [&](const float* p, int64_t lines, int share) {
+    for (int64_t l = lines * share / Pts; l < lines * (share + 1) / Pts; ++l) __builtin_prefetch(p + 16 * l, 0, 2);
+  };
   parallelForEach(0, threads, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       float* xc = work + t * perThread;
@@ -248,12 +216,14 @@ void winogradWeightGradTiled(const ConvBackwardArgs& a) {
           for (int64_t ch = 0; ch < g.cy; ++ch) biasSum[ch] = 0.0f;
         for (int64_t b0 = n0; b0 < n1; b0 += g.blockImages) {
           const int64_t b1 = minI(n1, b0 + g.blockImages), depth = (b1 - b0) * g.tiles;
-          for (int64_t n = b0; n < b1; ++n) {
-            toChannelsLast<V>(a.x + n * imageFloats, s.inC, xPixels, xOffsets, xc);
-            toChannelsLast<V>(a.dy + n * M * P, M, P, dyOffsets, dyc);
+          for (int64_t image = b0; image < b1; ++image) {
+            toChannelsLast<V>(a.x + image * imageFloats, s.inC, xPixels, xOffsets, xc);
+            toChannelsLast<V>(a.dy + image * M * P, M, P, dyOffsets, dyc);
             if (a.dbias != nullptr) addPixelSums<V>(dyc, g.dH * g.dW, g.cy, biasSum);
-            wgradInputTransform<V, m>(g, xc, X + (n - b0) * g.tiles * g.cx);
-            wgradDyTransform<V, m>(g, dyc, Dy + (n - b0) * g.tiles * g.cy);
+            wgradTileTransform<V, m, n, n>(g, xc, g.xW, g.cx, g.xStride, inputPoints,
+                                           X + (image - b0) * g.tiles * g.cx);
+            wgradTileTransform<V, m, m, n>(g, dyc, g.dW, g.cy, g.yStride, gradientPoints,
+                                           Dy + (image - b0) * g.tiles * g.cy);
           }
           // The next block's x and dy, fetched into L2 a share per xi
           // while these GEMMs run: the channels-last copies above otherwise
@@ -264,8 +234,8 @@ void winogradWeightGradTiled(const ConvBackwardArgs& a) {
           const float* dyNext = a.dy + b1 * M * P;
           const int64_t xLines = (nextEnd - b1) * imageFloats / 16, dyLines = (nextEnd - b1) * M * P / 16;
           for (int xi = 0; xi < Pts; ++xi) {
-            for (int64_t l = xLines * xi / Pts; l < xLines * (xi + 1) / Pts; ++l) __builtin_prefetch(xNext + 16 * l, 0, 2);
-            for (int64_t l = dyLines * xi / Pts; l < dyLines * (xi + 1) / Pts; ++l) __builtin_prefetch(dyNext + 16 * l, 0, 2);
+            prefetchShare(xNext, xLines, xi);
+            prefetchShare(dyNext, dyLines, xi);
             for (int64_t j0 = 0; j0 < N; j0 += NR)
               for (int64_t i0 = 0; i0 < M; i0 += MR)
                 gemmTile<V>(depth, Dy + xi * g.yStride + i0, StridedRows{X + xi * g.xStride + j0, g.cx},

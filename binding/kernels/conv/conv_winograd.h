@@ -59,15 +59,18 @@ struct WinogradWeights {
   }
 };
 
-// The one-dimensional pieces of F(m, 3): G (3 taps -> n points, applied in
-// double to the weights, `weights`), B^T (n inputs -> n points) and A^T (n points -> m
-// outputs) on vectors of independent tiles.
+// The one-dimensional pieces of F(m, 3) on vectors of independent tiles: B^T
+// (n inputs -> n points, `input`) and A^T (n points -> m outputs, `output`);
+// G (3 taps -> n points, `weights`) in double for the weights; and for the
+// weight gradient A (m output gradients -> n points, `gradient`) and G^T (n
+// points -> 3 taps, `weightGradient`, in double). Each 2-D transform applies
+// one of them down the columns of a tile, then along the rows
+// (separableTransform).
 template <int m>
 struct WinogradF;
 
 template <>
 struct WinogradF<2> {
-  static constexpr int kPoints = 4;
   // G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
   static void weights(const double g[3], double u[4]) {
     const double outer = 0.5 * (g[0] + g[2]);
@@ -90,8 +93,7 @@ struct WinogradF<2> {
     y[0] = V::add(V::add(v[0], v[1]), v[2]);
     y[1] = V::sub(V::sub(v[1], v[2]), v[3]);
   }
-  // The weight gradient's transposes (conv_wgrad_winograd.h): A (m outputs'
-  // gradients -> n points) and G^T (n points -> 3 taps, in double).
+  // A = [1 0; 1 1; 1 -1; 0 -1]
   template <class V>
   static void gradient(const typename V::Reg e[2], typename V::Reg out[4]) {
     out[0] = e[0];
@@ -99,6 +101,7 @@ struct WinogradF<2> {
     out[2] = V::sub(e[0], e[1]);
     out[3] = V::sub(V::zero(), e[1]);
   }
+  // G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1]
   static void weightGradient(const double v[4], double taps[3]) {
     const double inner = 0.5 * (v[1] + v[2]);
     taps[0] = v[0] + inner;
@@ -110,7 +113,6 @@ struct WinogradF<2> {
 // Interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray, 2016).
 template <>
 struct WinogradF<4> {
-  static constexpr int kPoints = 6;
   // G rows: [1/4 0 0], [-1/6 -1/6 -1/6], [-1/6 1/6 -1/6], [1/24 1/12 1/6],
   // [1/24 -1/12 1/6], [0 0 1].
   // (Reciprocal products, not divisions: a division costs ~10x more and this
@@ -156,7 +158,8 @@ struct WinogradF<4> {
   static void gradient(const typename V::Reg e[4], typename V::Reg out[6]) {
     using Reg = typename V::Reg;
     const Reg even = V::add(e[0], e[2]), odd = V::add(e[1], e[3]);
-    const Reg evenScaled = V::fma(V::set1(4.0f), e[2], e[0]), oddScaled = V::fma(V::set1(8.0f), e[3], V::add(e[1], e[1]));
+    const Reg evenScaled = V::fma(V::set1(4.0f), e[2], e[0]);
+    const Reg oddScaled = V::fma(V::set1(8.0f), e[3], V::add(e[1], e[1]));
     out[0] = e[0];
     out[1] = V::add(even, odd);
     out[2] = V::sub(even, odd);
@@ -174,26 +177,25 @@ struct WinogradF<4> {
   }
 };
 
-// B^T d B on an n x n input tile of vectors (lanes are independent tiles or
-// channels): out[i][j] is element (i, j) of the transformed tile. Shared by
-// the forward / data-gradient path and the weight gradient (m = 2), which
-// transform the same tiles.
-template <class V, int m>
-inline void winogradInputTile(const typename V::Reg d[m + 2][m + 2], typename V::Reg out[m + 2][m + 2]) {
-  using Reg = typename V::Reg;
-  constexpr int n = m + 2;
-  Reg t[n][n];
+// out = F T F^T for the In x In tile T whose element (r, c) is load(r, c),
+// with `transform` mapping In values to Out (F's rows): down every column
+// first, then along every row of the result. Every Winograd tile transform has
+// this form: B^T d B, A^T M A, A e A^T, G^T M G. Lanes of a vector T are
+// independent tiles or channels.
+template <int In, int Out, class Load, class Transform, class T>
+inline void separableTransform(Load load, Transform transform, T (&out)[Out][Out]) {
+  T columns[Out][In];
 #pragma GCC unroll 6
-  for (int col = 0; col < n; ++col) {
-    Reg column[n], transformed[n];
+  for (int c = 0; c < In; ++c) {
+    T column[In], mapped[Out];
 #pragma GCC unroll 6
-    for (int r = 0; r < n; ++r) column[r] = d[r][col];
-    WinogradF<m>::template input<V>(column, transformed);
+    for (int r = 0; r < In; ++r) column[r] = load(r, c);
+    transform(column, mapped);
 #pragma GCC unroll 6
-    for (int r = 0; r < n; ++r) t[r][col] = transformed[r];
+    for (int r = 0; r < Out; ++r) columns[r][c] = mapped[r];
   }
 #pragma GCC unroll 6
-  for (int i = 0; i < n; ++i) WinogradF<m>::template input<V>(t[i], out[i]);
+  for (int r = 0; r < Out; ++r) transform(columns[r], out[r]);
 }
 
 // Worth it (and exact enough) for 3x3 stride-1 layers with several channels
@@ -216,15 +218,20 @@ inline int winogradOutputTile(const ConvShape& s) {
 
 // U_xi[o][i] = (G g G^T)[xi], in double, for output channels [o0, o1),
 // written straight into the packed GEMM A panels of each xi (packAPanels'
-// layout: K blocks, MR-row panels, [k][MR]).
+// layout: K blocks, MR-row panels, [k][MR]), panelFloats apart.
 template <class V, int m>
 void winogradWeightTransform(const WinogradWeights& wt, int64_t outC, int64_t inC, int64_t o0, int64_t o1,
-                             int64_t panelFloats, float* packed) {  // panelFloats: distance between xi panels
+                             int64_t panelFloats, float* packed) {
   constexpr int MR = GemmTile<V>::kMR, n = m + 2;
   // Input channels in chunks, each stage a loop over the chunk the compiler
   // vectorizes (one pair at a time this took ~8% of conv2's forward pass).
   constexpr int64_t kChunk = 32;
   const int64_t kc = kcBlock<V>(inC), mPad = roundUp(outC, MR);
+  // Where U_0[o][i] goes; U_xi is xi * panelFloats further.
+  const auto slot = [&](int64_t o, int64_t i) {
+    const int64_t k0 = i / kc * kc;
+    return packed + k0 * mPad + (o / MR) * MR * minI(kc, inC - k0) + (i - k0) * MR + o % MR;
+  };
   for (int64_t o = o0; o < o1; ++o)
     for (int64_t i0 = 0; i0 < inC; i0 += kChunk) {
       const int64_t count = minI(kChunk, inC - i0);
@@ -247,8 +254,7 @@ void winogradWeightTransform(const WinogradWeights& wt, int64_t outC, int64_t in
           for (int c = 0; c < n; ++c) u[r * n + c][l] = points[c];
         }
       for (int64_t l = 0; l < count; ++l) {
-        const int64_t i = i0 + l, k0 = i / kc * kc;
-        float* dst = packed + k0 * mPad + (o / MR) * MR * minI(kc, inC - k0) + (i - k0) * MR + o % MR;
+        float* dst = slot(o, i0 + l);
         for (int xi = 0; xi < n * n; ++xi) dst[xi * panelFloats] = static_cast<float>(u[xi][l]);
       }
     }
@@ -256,8 +262,7 @@ void winogradWeightTransform(const WinogradWeights& wt, int64_t outC, int64_t in
   if (o1 == outC)
     for (int64_t o = outC; o < mPad; ++o)
       for (int64_t i = 0; i < inC; ++i) {
-        const int64_t k0 = i / kc * kc;
-        float* dst = packed + k0 * mPad + (o / MR) * MR * minI(kc, inC - k0) + (i - k0) * MR + o % MR;
+        float* dst = slot(o, i);
         for (int xi = 0; xi < n * n; ++xi) dst[xi * panelFloats] = 0.0f;
       }
 }
@@ -296,7 +301,8 @@ inline int64_t winogradSegments(const ConvShape& s, int m, int64_t first, int64_
   for (int64_t g = first; g < first + count; ++n) {
     const int64_t image = g / perImage, end = minI(first + count, (image + 1) * perImage);
     const int64_t ty0 = (g / tW) % tH, ty1 = ((end - 1) / tW) % tH;
-    segs[n] = WinogradSegment{image * s.inC * s.H * s.W, ty0, g % tW, end - g, g - first, m * (ty1 - ty0) + m + 2, base};
+    segs[n] = WinogradSegment{image * s.inC * s.H * s.W, ty0, g % tW, end - g, g - first,
+                              m * (ty1 - ty0) + m + 2, base};
     // Tap rows reach one tile row past the last (r / m <= 1), one more for the vector tail.
     base += (ty1 - ty0 + 2) * tW;
     g = end;
@@ -450,15 +456,11 @@ void winogradInputTransform(const ConvShape& s, const float* input, const Winogr
     for (int64_t q = 0; q < segCount; ++q) {
       const WinogradSegment& seg = segs[q];
       for (int64_t c = 0; c < seg.len; c += L) {
-        Reg d[n][n];
-#pragma GCC unroll 6
-        for (int r = 0; r < n; ++r) {
-          const float* e = cur + (r % m) * phaseFloats + seg.base + (r / m) * tW + seg.tx0 + c;
-#pragma GCC unroll 6
-          for (int col = 0; col < n; ++col) d[r][col] = V::load(e + col * streamFloats);
-        }
+        const float* first = cur + seg.base + seg.tx0 + c;
         Reg v[n][n];
-        winogradInputTile<V, m>(d, v);
+        separableTransform<n, n>(
+            [&](int r, int col) { return V::load(first + (r % m) * phaseFloats + (r / m) * tW + col * streamFloats); },
+            [](const Reg* in, Reg* out) { WinogradF<m>::template input<V>(in, out); }, v);
         float* dst = Vb + ic * ld + seg.j + c;
         const int64_t lanes = minI(L, seg.len - c);
 #pragma GCC unroll 6
@@ -517,23 +519,15 @@ void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, in
     const Reg b = bias != nullptr ? V::set1(bias[oc]) : V::zero();
     for (int64_t j = 0; j < count; j += L) {
       const float* src = Mb + (oc - o0) * ld + j;
-      Reg reducedRows[m][n];  // A^T M, column by column
-#pragma GCC unroll 6
-      for (int col = 0; col < n; ++col) {
-        Reg column[n], reduced[m];
-#pragma GCC unroll 6
-        for (int r = 0; r < n; ++r) column[r] = V::load(src + (r * n + col) * xiStride);
-        WinogradF<m>::template output<V>(column, reduced);
-#pragma GCC unroll 4
-        for (int r = 0; r < m; ++r) reducedRows[r][col] = reduced[r];
-      }
+      Reg tile[m][m];
+      separableTransform<n, m>([&](int r, int col) { return V::load(src + (r * n + col) * xiStride); },
+                               [](const Reg* in, Reg* out) { WinogradF<m>::template output<V>(in, out); }, tile);
 #pragma GCC unroll 4
       for (int r = 0; r < m; ++r) {
-        Reg tile[m], interleaved[m];
-        WinogradF<m>::template output<V>(reducedRows[r], tile);
+        Reg interleaved[m];
 #pragma GCC unroll 4
-        for (int c = 0; c < m; ++c) tile[c] = V::add(tile[c], b);
-        interleaveTiles<V, m>(tile, interleaved);
+        for (int c = 0; c < m; ++c) tile[r][c] = V::add(tile[r][c], b);
+        interleaveTiles<V, m>(tile[r], interleaved);
 #pragma GCC unroll 4
         for (int q = 0; q < m; ++q) V::store(rows + r * m * ld + m * j + q * L, interleaved[q]);
       }
@@ -558,9 +552,9 @@ void winogradOutputTransform(const ConvShape& s, const float* Mb, int64_t ld, in
 
 // Tiles per block: V (n*n points x K channels x block) stays in L2 next to
 // the packed weights at about 288 KiB, at most ~128 tiles, rounded up to
-// whole GEMM slivers. Measured on conv2: the F(2x2) forward pass (K = 32) gets 128, and 64
-// and 192 were slower; the F(4x4) data gradient (K = 64) gets 32, ~8% faster
-// than 64 on 2 threads.
+// whole GEMM slivers. Measured on conv2: the F(2x2) forward pass (K = 32)
+// gets 128, and 64 and 192 were slower; the F(4x4) data gradient (K = 64)
+// gets 32, ~8% faster than 64 on 2 threads.
 template <class V>
 int64_t winogradBlockTiles(int m, int64_t K) {
   constexpr int64_t NR = GemmTile<V>::kNR;
