@@ -60,18 +60,25 @@ struct TypedArrayOf<double> {
 };
 
 // A typed array of T with exactly `length` elements (any length when length < 0).
+// One napi_get_typedarray_info call does the check and the lookup: the
+// Napi::TypedArray wrappers make three engine calls per array, and with a
+// dozen arrays per kernel call that was most of a small tensor's call cost.
 template <class T>
 T* typedArray(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
   const Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TypedArrayOf<T>::kType) {
+  napi_typedarray_type type;
+  size_t elements = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(info.Env(), v, &type, &elements, &data, nullptr, nullptr) != napi_ok ||
+      type != TypedArrayOf<T>::kType) {
     throwType(info.Env(), std::string(name) + " must be " + TypedArrayOf<T>::kName + ", got " + describe(v));
   }
-  auto array = v.As<Napi::TypedArrayOf<T>>();
-  if (length >= 0 && static_cast<int64_t>(array.ElementLength()) != length) {
-    throwRange(info.Env(), std::string(name) + " has " + std::to_string(array.ElementLength()) +
-                               " elements, expected " + std::to_string(length));
+  if (length >= 0 && static_cast<int64_t>(elements) != length) {
+    throwRange(info.Env(), std::string(name) + " has " + std::to_string(elements) + " elements, expected " +
+                               std::to_string(length));
   }
-  return array.Data();
+  // data already points at the view's first element (byte offset applied).
+  return static_cast<T*>(data);
 }
 
 inline float* floats(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
@@ -79,16 +86,21 @@ inline float* floats(const Napi::CallbackInfo& info, size_t i, const char* name,
 }
 
 // Like floats(), but null/undefined gives nullptr.
+inline bool isNullish(const Napi::CallbackInfo& info, size_t i) {
+  napi_valuetype type;
+  return napi_typeof(info.Env(), info[i], &type) == napi_ok && (type == napi_null || type == napi_undefined);
+}
+
 inline float* optionalFloats(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
-  const Napi::Value v = info[i];
-  if (v.IsNull() || v.IsUndefined()) return nullptr;
-  return floats(info, i, name, length);
+  return isNullish(info, i) ? nullptr : floats(info, i, name, length);
 }
 
 inline double number(const Napi::CallbackInfo& info, size_t i, const char* name) {
   const Napi::Value v = info[i];
-  if (!v.IsNumber()) throwType(info.Env(), std::string(name) + " must be a number, got " + describe(v));
-  const double d = v.As<Napi::Number>().DoubleValue();
+  double d = 0;
+  if (napi_get_value_double(info.Env(), v, &d) != napi_ok) {
+    throwType(info.Env(), std::string(name) + " must be a number, got " + describe(v));
+  }
   if (!std::isfinite(d)) throwRange(info.Env(), std::string(name) + " must be finite, got " + std::to_string(d));
   return d;
 }
@@ -105,8 +117,11 @@ inline int64_t size(const Napi::CallbackInfo& info, size_t i, const char* name, 
 
 inline bool flag(const Napi::CallbackInfo& info, size_t i, const char* name) {
   const Napi::Value v = info[i];
-  if (!v.IsBoolean()) throwType(info.Env(), std::string(name) + " must be a boolean, got " + describe(v));
-  return v.As<Napi::Boolean>().Value();
+  bool value = false;
+  if (napi_get_value_bool(info.Env(), v, &value) != napi_ok) {
+    throwType(info.Env(), std::string(name) + " must be a boolean, got " + describe(v));
+  }
+  return value;
 }
 
 // n1 * n2 * ... with an explicit overflow check (shapes come from users).

@@ -20,9 +20,7 @@ uint8_t* bytes(const Napi::CallbackInfo& info, size_t i, const char* name, int64
 
 // A Float64Array of `length` elements, or nullptr for null/undefined.
 double* optionalDoubles(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
-  const Napi::Value v = info[i];
-  if (v.IsNull() || v.IsUndefined()) return nullptr;
-  return typedArray<double>(info, i, name, length);
+  return isNullish(info, i) ? nullptr : typedArray<double>(info, i, name, length);
 }
 
 // batch, channels, H, W at info[first..first+3]; H and W must hold one window.

@@ -320,6 +320,44 @@ describe('functional API', () => {
     expect(maxError(g.dbeta, gRef.dbeta).abs).toBeLessThan(1e-4);
   });
 
+  it('reads and writes views at a byte offset into a larger buffer, and nothing outside them', () => {
+    const rng = makeRng(22);
+    const layout = { batch: 3, channels: 2, spatial: 7, channelsLast: false };
+    const n = 3 * 2 * 7;
+    const data = randomArray(n, rng), dyData = randomArray(n, rng);
+    // Every array a view 5 floats into a buffer padded with a sentinel on both sides.
+    const view = (values: Float32Array | number) => {
+      const length = typeof values === 'number' ? values : values.length;
+      const backing = new Float32Array(length + 10).fill(-7);
+      const v = backing.subarray(5, 5 + length);
+      if (typeof values !== 'number') v.set(values);
+      return { v, backing };
+    };
+    const x = view(data), dy = view(dyData), out = view(n), dx = view(n);
+    const mean = view(2), invstd = view(2), dgamma = view(2), dbeta = view(2), weight = view(new Float32Array([1.5, -0.5]));
+    const bias = view(new Float32Array([0.25, 1])), runningMean = view(2), runningVar = view(new Float32Array([1, 1]));
+    const xt = new Tensor(x.v, [3, 2, 7]);
+    const r = batchNormForward(xt, { training: true, weight: weight.v, bias: bias.v, relu: true, out: out.v,
+      saveMean: mean.v, saveInvstd: invstd.v, runningMean: runningMean.v, runningVar: runningVar.v });
+    const g = batchNormBackward(xt, new Tensor(dy.v, xt.shape), r, { weight: weight.v, bias: bias.v, relu: true,
+      dx: dx.v, dgamma: dgamma.v, dbeta: dbeta.v });
+    const ref = refForward(data, layout, { gamma: [1.5, -0.5], beta: [0.25, 1], relu: true });
+    const gRef = refBackward(data, dyData, layout, ref, { gamma: [1.5, -0.5], yForMask: out.v });
+    expect(maxError(out.v, ref.y).abs).toBeLessThan(1e-5);
+    expect(maxError(g.dx.data, gRef.dx).abs).toBeLessThan(1e-4);
+    expect(maxError(dgamma.v, gRef.dgamma).abs).toBeLessThan(1e-4);
+    for (const { backing } of [x, dy, out, dx, mean, invstd, dgamma, dbeta, weight, bias, runningMean, runningVar]) {
+      expect([...backing.subarray(0, 5), ...backing.subarray(backing.length - 5)]).toEqual(new Array(10).fill(-7));
+    }
+  });
+
+  it('rejects a detached buffer with a RangeError, not a crash', () => {
+    const x = new Float32Array(12).fill(1);
+    const t = new Tensor(x, [2, 3, 2]);
+    structuredClone(x.buffer, { transfer: [x.buffer] });
+    expect(() => batchNormForward(t, { training: true })).toThrow(/x has 0 elements, expected 12/);
+  });
+
   it('reuses the layer output buffer for the same shape', () => {
     const bn = new BatchNorm1d(2);
     const a = bn.forward(new Tensor(new Float32Array([1, 2, 3, 4]), [2, 2]));
