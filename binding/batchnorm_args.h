@@ -1,6 +1,7 @@
 // Argument groups that every batch-norm entry point (plain and fused with
 // pooling) reads the same way, so their checks and messages stay identical.
 #pragma once
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -11,8 +12,14 @@ namespace bnkit::glue {
 
 inline float epsArg(const Napi::CallbackInfo& info, size_t i) {
   const double eps = number(info, i, "eps");
-  if (!(eps > 0)) throwRange(info.Env(), "eps must be > 0, got " + std::to_string(eps));
-  return static_cast<float>(eps);
+  // The kernels use it in float: it must not round to 0 or overflow.
+  const float f = static_cast<float>(eps);
+  if (!(f > 0.0f) || !std::isfinite(f)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", eps);
+    throwRange(info.Env(), std::string("eps must be > 0 and within float32's range, got ") + text);
+  }
+  return f;
 }
 
 // What a training forward does to the running statistics afterwards.
@@ -30,8 +37,8 @@ struct RunningStatsUpdate {
 // momentum) from info[first] into a training forward's arguments, for c channels.
 inline RunningStatsUpdate trainingArgs(const Napi::CallbackInfo& info, size_t first, int64_t c,
                                        BnForwardTrainArgs* a) {
-  a->gamma = optionalFloats(info, first, "gamma", c);
-  a->beta = optionalFloats(info, first + 1, "beta", c);
+  a->gamma = optionalFloats(info, first, "weight (gamma)", c);
+  a->beta = optionalFloats(info, first + 1, "bias (beta)", c);
   a->eps = epsArg(info, first + 2);
   a->relu = flag(info, first + 3, "relu");
   a->saveMean = floats(info, first + 4, "saveMean", c);
@@ -55,8 +62,8 @@ inline RunningStatsUpdate trainingArgs(const Napi::CallbackInfo& info, size_t fi
 inline void evalArgs(const Napi::CallbackInfo& info, size_t first, int64_t c, BnForwardEvalArgs* a) {
   a->mean = floats(info, first, "runningMean", c);
   a->variance = floats(info, first + 1, "runningVar", c);
-  a->gamma = optionalFloats(info, first + 2, "gamma", c);
-  a->beta = optionalFloats(info, first + 3, "beta", c);
+  a->gamma = optionalFloats(info, first + 2, "weight (gamma)", c);
+  a->beta = optionalFloats(info, first + 3, "bias (beta)", c);
   a->eps = epsArg(info, first + 4);
   a->relu = flag(info, first + 5, "relu");
   for (int64_t i = 0; i < c; ++i) {
@@ -72,8 +79,8 @@ inline void evalArgs(const Napi::CallbackInfo& info, size_t first, int64_t c, Bn
 inline void backwardArgs(const Napi::CallbackInfo& info, size_t first, int64_t c, BnBackwardArgs* a) {
   a->mean = floats(info, first, "mean", c);
   a->invstd = floats(info, first + 1, "invstd", c);
-  a->gamma = optionalFloats(info, first + 2, "gamma", c);
-  a->beta = optionalFloats(info, first + 3, "beta", c);
+  a->gamma = optionalFloats(info, first + 2, "weight (gamma)", c);
+  a->beta = optionalFloats(info, first + 3, "bias (beta)", c);
   a->relu = flag(info, first + 4, "relu");
   a->batchStatistics = flag(info, first + 5, "batchStatistics");
   a->dgamma = optionalFloats(info, first + 6, "dgamma", c);

@@ -34,7 +34,8 @@ Napi::Value ForwardTrain(const Napi::CallbackInfo& info) {
                                shapeText(a.layout));
   }
   a.x = floats(info, 0, "x", n);
-  a.y = floats(info, 1, "y", n);
+  a.y = floats(info, 1, "y (out)", n);
+  checkSameOrApart(info.Env(), a.y, "y (out)", a.x, "x", n);
   const RunningStatsUpdate update = trainingArgs(info, 6, c, &a);
   activeKernels().batchNorm.forwardTrain(a);
   update.apply(a);
@@ -47,7 +48,8 @@ Napi::Value ForwardEval(const Napi::CallbackInfo& info) {
   a.layout = layoutArg(info, 2);
   const int64_t n = a.layout.elements(), c = a.layout.channels;
   a.x = floats(info, 0, "x", n);
-  a.y = floats(info, 1, "y", n);
+  a.y = floats(info, 1, "y (out)", n);
+  checkSameOrApart(info.Env(), a.y, "y (out)", a.x, "x", n);
   evalArgs(info, 6, c, &a);
   activeKernels().batchNorm.forwardEval(a);
   return info.Env().Undefined();
@@ -62,6 +64,8 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
   a.x = floats(info, 0, "x", n);
   a.dy = floats(info, 1, "dy", n);
   a.dx = optionalFloats(info, 2, "dx", n);
+  checkSameOrApart(info.Env(), a.dx, "dx", a.x, "x", n);
+  checkSameOrApart(info.Env(), a.dx, "dx", a.dy, "dy", n);
   backwardArgs(info, 7, c, &a);
   activeKernels().batchNorm.backward(a);
   return info.Env().Undefined();

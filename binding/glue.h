@@ -124,6 +124,18 @@ inline bool flag(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return value;
 }
 
+// An output may be its input (element-wise kernels write in place safely) or
+// separate memory; a view that starts elsewhere inside the input would be
+// overwritten before it is read.
+inline void checkSameOrApart(Napi::Env env, const float* out, const char* outName, const float* in,
+                             const char* inName, int64_t length) {
+  if (out == nullptr || in == nullptr || out == in) return;
+  if (out < in + length && in < out + length) {
+    throwRange(env, std::string(outName) + " overlaps " + inName +
+                        " without being the same array: write in place (pass the same array) or into separate memory");
+  }
+}
+
 // n1 * n2 * ... with an explicit overflow check (shapes come from users).
 inline int64_t product(Napi::Env env, std::initializer_list<int64_t> dims) {
   int64_t total = 1;

@@ -20,15 +20,17 @@ int32_t* int32s(const Napi::CallbackInfo& info, size_t i, const char* name, int6
 Labels labelsArg(const Napi::CallbackInfo& info, size_t i, int64_t batch, int64_t classes) {
   const Napi::Value v = info[i];
   Labels labels;
-  if (v.IsTypedArray()) {
-    const auto type = v.As<Napi::TypedArray>().TypedArrayType();
-    if (type == napi_uint8_array) labels.u8 = v.As<Napi::Uint8Array>().Data();
-    if (type == napi_int32_array) labels.i32 = v.As<Napi::Int32Array>().Data();
-  }
-  if (labels.u8 == nullptr && labels.i32 == nullptr) {
+  napi_typedarray_type type;
+  size_t elements = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(info.Env(), v, &type, &elements, &data, nullptr, nullptr) != napi_ok ||
+      (type != napi_uint8_array && type != napi_int32_array)) {
     throwType(info.Env(), "labels must be a Uint8Array or Int32Array, got " + describe(v));
   }
-  const int64_t length = static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength());
+  // Checked before the data: a detached array has no data and 0 elements.
+  const int64_t length = static_cast<int64_t>(elements);
+  if (type == napi_uint8_array) labels.u8 = static_cast<const uint8_t*>(data);
+  if (type == napi_int32_array) labels.i32 = static_cast<const int32_t*>(data);
   if (length != batch) {
     throwRange(info.Env(), "labels has " + str(length) + " elements, expected batch = " + str(batch));
   }

@@ -5,7 +5,7 @@
 import { native } from './native';
 import { Module, type Parameter, type BufferState } from './module';
 import { Tensor, assertTensor, formatShape, describeValue } from './tensor';
-import { batchNormLayout, invstdFromVariance, type BatchNormLayout } from './functional';
+import { batchNormLayout, checkEps, invstdFromVariance, type BatchNormLayout } from './functional';
 
 export interface BatchNormOptions {
   /** Added to the variance for stability. Default 1e-5. */
@@ -37,10 +37,7 @@ function validateOptions(numFeatures: number, options: BatchNormOptions): Requir
   if (options === null || typeof options !== 'object') {
     throw new TypeError(`options must be an object, got ${describeValue(options)}`);
   }
-  const eps = options.eps ?? 1e-5;
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps <= 0) {
-    throw new RangeError(`eps must be a finite number > 0, got ${describeValue(eps)}`);
-  }
+  const eps = checkEps(options.eps ?? 1e-5);
   const momentum = options.momentum === undefined ? 0.1 : options.momentum;
   if (momentum !== null) {
     if (typeof momentum !== 'number' || !Number.isFinite(momentum) || momentum < 0 || momentum > 1) {

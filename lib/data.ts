@@ -206,6 +206,8 @@ export function meanStd(values: ArrayLike<number>): Normalization {
     count = total;
   }
   if (count === 0) throw new RangeError('meanStd: no values');
+  // A NaN, an Infinity or a non-number anywhere poisons both results.
+  if (!Number.isFinite(mean) || !Number.isFinite(m2)) throw new RangeError('meanStd: the values must be finite numbers');
   return { mean, std: Math.sqrt(m2 / count) };
 }
 

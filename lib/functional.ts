@@ -18,6 +18,9 @@ export interface BatchNormLayout {
  * [N, ...spatial, C]. An (N, C) input is the same in both.
  */
 export function batchNormLayout(shape: readonly number[], channelsLast = false): BatchNormLayout {
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new TypeError(`batch norm shape must be an array of non-negative integers, got ${describeValue(shape)}`);
+  }
   if (shape.length < 2) {
     throw new RangeError(`batch norm expects an input with at least 2 dimensions (N, C, ...), got shape ${formatShape(shape)}`);
   }
@@ -67,11 +70,16 @@ export interface BatchNormForwardResult {
   invstd: Float32Array;
 }
 
-function checkEps(eps: number): number {
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps <= 0) {
-    throw new RangeError(`eps must be a finite number > 0, got ${describeValue(eps)}`);
+/**
+ * eps as the kernels use it, in float32: a value that rounds to 0 (below
+ * ~7e-46) or to Infinity (above ~3.4e38) would give NaN or all-zero outputs.
+ */
+export function checkEps(eps: unknown): number {
+  const f = typeof eps === 'number' ? Math.fround(eps) : NaN;
+  if (!(f > 0 && Number.isFinite(f))) {
+    throw new RangeError(`eps must be a finite number > 0 that float32 can hold (about 1.4e-45 to 3.4e38), got ${describeValue(eps)}`);
   }
-  return eps;
+  return eps as number;
 }
 
 function checkFactor(momentum: number, name = 'momentum'): number {
@@ -91,6 +99,11 @@ function channelBuffer(buffer: Float32Array | undefined, channels: number, name:
 
 /** 1 / sqrt(var + eps) rounded to float32 exactly as the kernels do. */
 export function invstdFromVariance(variance: Float32Array, eps: number, out?: Float32Array): Float32Array {
+  if (!(variance instanceof Float32Array)) throw new TypeError(`variance must be a Float32Array, got ${describeValue(variance)}`);
+  checkEps(eps);
+  if (out !== undefined && (!(out instanceof Float32Array) || out.length !== variance.length)) {
+    throw new RangeError(`out must be a Float32Array of length ${variance.length}, got ${describeValue(out)}${out instanceof Float32Array ? ` of length ${out.length}` : ''}`);
+  }
   const result = out ?? new Float32Array(variance.length);
   const epsF = Math.fround(eps);
   for (let c = 0; c < variance.length; c++) result[c] = Math.fround(1 / Math.sqrt(variance[c] + epsF));
@@ -104,6 +117,9 @@ export function invstdFromVariance(variance: Float32Array, eps: number, out?: Fl
  */
 export function batchNormForward(x: Tensor, options: BatchNormForwardOptions): BatchNormForwardResult {
   assertTensor(x, 'x');
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`batchNormForward needs options ({ training: boolean, ... }), got ${describeValue(options)}`);
+  }
   const layout = batchNormLayout(x.shape, options.channelsLast ?? false);
   const { batch, channels, spatial, channelsLast } = layout;
   const eps = checkEps(options.eps ?? 1e-5);
@@ -169,6 +185,9 @@ export function batchNormBackward(
     throw new RangeError(`dy shape ${formatShape(dy.shape)} does not match the input shape ${formatShape(x.shape)}`);
   }
   const { batch, channels, spatial, channelsLast } = batchNormLayout(x.shape, options.channelsLast ?? false);
+  if (saved === null || typeof saved !== 'object') {
+    throw new TypeError(`batchNormBackward needs the forward pass's saved statistics { mean, invstd }, got ${describeValue(saved)}`);
+  }
   const dx = options.dx ?? new Float32Array(x.data.length);
   const dgamma = channelBuffer(options.dgamma, channels, 'dgamma');
   const dbeta = channelBuffer(options.dbeta, channels, 'dbeta');

@@ -140,12 +140,20 @@ export function defaultRng(): Rng {
 
 /** Fills `target` with U(low, high). */
 export function uniform(target: Float32Array, low: number, high: number, rng: Rng = globalRng): Float32Array {
+  checkTarget(target);
+  if (!Number.isFinite(low) || !Number.isFinite(high) || low > high) {
+    throw new RangeError(`uniform needs finite bounds with low <= high, got low ${describeValue(low)}, high ${describeValue(high)}`);
+  }
   for (let i = 0; i < target.length; i++) target[i] = rng.uniform(low, high);
   return target;
 }
 
 /** Fills `target` with N(mean, std^2). */
 export function normal(target: Float32Array, mean: number, std: number, rng: Rng = globalRng): Float32Array {
+  checkTarget(target);
+  if (!Number.isFinite(mean) || !Number.isFinite(std) || std < 0) {
+    throw new RangeError(`normal needs a finite mean and a finite std >= 0, got mean ${describeValue(mean)}, std ${describeValue(std)}`);
+  }
   for (let i = 0; i < target.length; i++) target[i] = rng.normal(mean, std);
   return target;
 }
@@ -157,6 +165,7 @@ export function normal(target: Float32Array, mean: number, std: number, rng: Rng
  */
 export function kaimingUniform(target: Float32Array, fanIn: number, rng: Rng = globalRng, a = Math.sqrt(5)): Float32Array {
   checkFan(fanIn, 'fanIn');
+  if (!Number.isFinite(a)) throw new RangeError(`the negative slope a must be finite, got ${describeValue(a)}`);
   const bound = Math.sqrt(6 / ((1 + a * a) * fanIn));
   return uniform(target, -bound, bound, rng);
 }
@@ -165,6 +174,7 @@ export function kaimingUniform(target: Float32Array, fanIn: number, rng: Rng = g
 export function xavierUniform(target: Float32Array, fanIn: number, fanOut: number, rng: Rng = globalRng, gain = 1): Float32Array {
   checkFan(fanIn, 'fanIn');
   checkFan(fanOut, 'fanOut');
+  if (!Number.isFinite(gain)) throw new RangeError(`gain must be finite, got ${describeValue(gain)}`);
   const bound = gain * Math.sqrt(6 / (fanIn + fanOut));
   return uniform(target, -bound, bound, rng);
 }
@@ -174,6 +184,10 @@ export function fanInUniform(target: Float32Array, fanIn: number, rng: Rng = glo
   checkFan(fanIn, 'fanIn');
   const bound = 1 / Math.sqrt(fanIn);
   return uniform(target, -bound, bound, rng);
+}
+
+function checkTarget(target: unknown): void {
+  if (!(target instanceof Float32Array)) throw new TypeError(`the target must be a Float32Array, got ${describeValue(target)}`);
 }
 
 function checkFan(fan: number, name: string): void {

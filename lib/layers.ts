@@ -101,7 +101,7 @@ export class Linear extends Module implements ConfigurableLayer {
       throw new RangeError(`Linear(${this.inFeatures}, ${this.outFeatures}) expects input of shape [N, ${this.inFeatures}], got ${formatShape(x.shape)}`);
     }
     const n = x.shape[0];
-    const y = this.out.get(n, this.outFeatures);
+    const y = this.out.get(n, this.outFeatures, -1, -1, x.data);
     native.linearForward(x.data, n, this.inFeatures, this.weight.data, this.bias?.data ?? null, this.outFeatures, y.data);
     this.input = x;
     this.output = y;
@@ -114,7 +114,7 @@ export class Linear extends Module implements ConfigurableLayer {
     const x = this.input ?? noSavedInput(this);
     checkGradShape(this, dy, this.output!.shape);
     const n = x.shape[0];
-    const dx = needInputGrad ? this.inGrad.get(n, this.inFeatures) : null;
+    const dx = needInputGrad ? this.inGrad.get(n, this.inFeatures, -1, -1, dy.data, x.data) : null;
     native.linearBackward(x.data, n, this.inFeatures, this.weight.data, this.outFeatures, dy.data, dx ? dx.data : null,
       this.weight.grad, this.bias ? this.bias.grad : null);
     return dx ?? NOT_COMPUTED;
@@ -190,7 +190,7 @@ export class Conv2d extends Module implements ConfigurableLayer {
   forward(x: Tensor): Tensor {
     assertTensor(x, 'input');
     const [n, oc, oh, ow] = this.outputShape(x.shape);
-    const y = this.out.get(n, oc, oh, ow);
+    const y = this.out.get(n, oc, oh, ow, x.data);
     native.conv2dForward(x.data, n, this.inChannels, x.shape[2], x.shape[3], this.weight.data, this.bias?.data ?? null,
       oc, this.kernelSize[0], this.kernelSize[1], this.stride[0], this.stride[1], this.padding[0], this.padding[1], y.data);
     this.input = x;
@@ -203,7 +203,7 @@ export class Conv2d extends Module implements ConfigurableLayer {
     const x = this.input ?? noSavedInput(this);
     checkGradShape(this, dy, this.output!.shape);
     const [n, c, h, w] = x.shape;
-    const dx = needInputGrad ? this.inGrad.get(n, c, h, w) : null;
+    const dx = needInputGrad ? this.inGrad.get(n, c, h, w, dy.data, x.data) : null;
     native.conv2dBackward(x.data, n, c, h, w, this.weight.data, this.outChannels, this.kernelSize[0], this.kernelSize[1],
       this.stride[0], this.stride[1], this.padding[0], this.padding[1], dy.data, dx ? dx.data : null,
       this.weight.grad, this.bias ? this.bias.grad : null);
@@ -397,7 +397,7 @@ export class Flatten extends Module implements ConfigurableLayer {
     assertTensor(x, 'input');
     if (x.shape.length < 2) throw new RangeError(`Flatten expects an input with a batch dimension, got shape ${formatShape(x.shape)}`);
     // Same input object as last time (layers reuse their outputs): reuse the view.
-    if (x !== this.lastIn) {
+    if (x !== this.lastIn || x.data !== this.lastOut!.data) {
       this.lastIn = x;
       this.lastOut = new Tensor(x.data, [x.shape[0], x.data.length / Math.max(1, x.shape[0])]);
     }
@@ -442,6 +442,7 @@ export class Dropout extends Module implements ConfigurableLayer {
   private readonly masks = new TensorCache();
   private mask: Tensor | null = null;
   private passThrough = true;
+  private lastShape: readonly number[] | null = null;
 
   constructor(p = 0.5, options: DropoutOptions = {}) {
     super();
@@ -453,6 +454,7 @@ export class Dropout extends Module implements ConfigurableLayer {
   forward(x: Tensor): Tensor {
     assertTensor(x, 'input');
     this.passThrough = !this.training || this.p === 0;
+    this.lastShape = x.shape;
     if (this.passThrough) return x;
     const y = reuseLike(this.out, x.shape);
     const mask = (this.mask = reuseLike(this.masks, x.shape));
@@ -468,9 +470,9 @@ export class Dropout extends Module implements ConfigurableLayer {
 
   backward(dy: Tensor, needInputGrad = true): Tensor {
     assertTensor(dy, 'dy');
+    checkGradShape(this, dy, this.lastShape ?? noSavedInput(this));
     if (this.passThrough) return dy;
-    const mask = this.mask ?? noSavedInput(this);
-    checkGradShape(this, dy, mask.shape);
+    const mask = this.mask!;
     if (!needInputGrad) return NOT_COMPUTED;
     const dx = reuseLike(this.inGrad, dy.shape);
     const m = mask.data, g = dy.data, d = dx.data;

@@ -13,15 +13,27 @@ function matches(shape: readonly number[], d0: number, d1: number, d2: number, d
   return rank < 2 || (shape[1] === d1 && (rank < 3 || (shape[2] === d2 && (rank < 4 || shape[3] === d3))));
 }
 
+/** Whether two typed arrays share any byte of memory. */
+export function overlaps(a: ArrayBufferView, b: ArrayBufferView | undefined): boolean {
+  if (b === undefined || a.buffer !== b.buffer) return false;
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
 export class TensorCache {
   private readonly kept: Tensor[] = [];
 
-  /** A tensor of shape [d0(, d1(, d2(, d3)))]; its contents are whatever was last written. */
-  get(d0: number, d1 = -1, d2 = -1, d3 = -1): Tensor {
+  /**
+   * A tensor of shape [d0(, d1(, d2(, d3)))]; its contents are whatever was
+   * last written. Pass the arrays the caller is about to read as `avoid`: a
+   * kept tensor sharing memory with them is skipped (`layer.forward(
+   * layer.forward(x))` hands a layer its own output as input, and a kernel
+   * writing over what it still reads gives wrong numbers, not an error).
+   */
+  get(d0: number, d1 = -1, d2 = -1, d3 = -1, avoid?: Float32Array, avoid2?: Float32Array): Tensor {
     const kept = this.kept;
     for (let i = 0; i < kept.length; i++) {
       const t = kept[i];
-      if (matches(t.shape, d0, d1, d2, d3)) {
+      if (matches(t.shape, d0, d1, d2, d3) && !overlaps(t.data, avoid) && !overlaps(t.data, avoid2)) {
         if (i !== 0) {
           kept.splice(i, 1);
           kept.unshift(t);

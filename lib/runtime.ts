@@ -1,3 +1,4 @@
+import { describeValue } from './tensor';
 import { native, type IsaName } from './native';
 
 export type { IsaName };
@@ -24,7 +25,7 @@ export function setIsa(name: IsaName): void {
 /** Sets the size of the native thread pool (default: the number of cores). */
 export function setNumThreads(threads: number): void {
   if (!Number.isInteger(threads) || threads < 1) {
-    throw new RangeError(`threads must be a positive integer, got ${String(threads)}`);
+    throw new RangeError(`threads must be a positive integer, got ${describeValue(threads)}`);
   }
   native.setNumThreads(threads);
 }

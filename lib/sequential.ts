@@ -92,6 +92,11 @@ export class Sequential extends Module {
     if (!Array.isArray(layers)) throw new TypeError(`Sequential expects an array of layers, got ${describeValue(layers)}`);
     layers.forEach((layer, i) => {
       if (!(layer instanceof Module)) throw new TypeError(`Sequential layer ${i} must be a Module, got ${describeValue(layer)}`);
+      // A layer keeps the input and output of its last forward for backward,
+      // so one instance cannot stand at two places (PyTorch's autograd can
+      // share a module; here the second use would overwrite the first's state).
+      const first = layers.indexOf(layer);
+      if (first !== i) throw new RangeError(`Sequential layers ${first} and ${i} are the same ${layer.constructor.name} instance; use two instances (weights can be copied with loadStateDict)`);
     });
     this.layers = Object.freeze([...layers]);
     this.skip = layers.map((layer, i) => layer instanceof ReLU && i > 0 && isBatchNorm(layers[i - 1]) && (layers[i - 1] as AnyBatchNorm).relu);
@@ -195,6 +200,11 @@ export class Sequential extends Module {
       }
       if (!sameShape(source.shape, target.shape) || source.data.length !== shapeSize(target.shape)) {
         throw new RangeError(`loadStateDict: size mismatch for ${name}: got shape ${formatShape(source.shape)} (${source.data.length} values), the model has ${formatShape(target.shape)}`);
+      }
+      // A count: a NaN or negative one would surface later as a bad momentum
+      // the user never set (momentum: null averages over it).
+      if (name.endsWith('num_batches_tracked') && !(Number.isInteger(source.data[0]) && source.data[0] >= 0)) {
+        throw new RangeError(`loadStateDict: ${name} must be a non-negative integer, got ${source.data[0]}`);
       }
     }
     this.applyState(state);

@@ -56,4 +56,11 @@ export function describeValue(v: unknown): string {
 /** Throws a TypeError unless `x` is a Tensor (what every layer's forward needs). */
 export function assertTensor(x: unknown, name: string): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new TypeError(`${name} must be a Tensor, got ${describeValue(x)}`);
+  // `readonly` binds TypeScript only, and a Float32Array over a resizable
+  // ArrayBuffer changes length with it: check what the kernels will trust.
+  const data: unknown = x.data;
+  if (!(data instanceof Float32Array)) throw new TypeError(`${name}.data must be a Float32Array, got ${describeValue(data)}`);
+  if (data.length !== shapeSize(x.shape)) {
+    throw new RangeError(`${name}.data has ${data.length} elements but its shape ${formatShape(x.shape)} needs ${shapeSize(x.shape)} (was the buffer resized or replaced?)`);
+  }
 }

@@ -254,6 +254,7 @@ export function argmax(outputs: Tensor): Int32Array {
   assertTensor(outputs, 'outputs');
   if (outputs.shape.length !== 2) throw new RangeError(`argmax expects [N, C] outputs, got ${formatShape(outputs.shape)}`);
   const [n, classes] = outputs.shape;
+  if (classes < 1) throw new RangeError(`argmax needs at least one class, got outputs of shape ${formatShape(outputs.shape)}`);
   const result = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     let best = 0;

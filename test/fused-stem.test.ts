@@ -668,8 +668,8 @@ describe('fused Conv2d(1 -> C, 3x3) + BatchNorm2d (+ ReLU) + MaxPool2d(2) kernel
     expect(train({ 10: null })).toThrow(/weight \[4, 1, 3, 3\] must be a Float32Array, got null/);
     expect(train({ 11: new Float32Array(3) })).toThrow(/convBias has 3 elements, expected 4/);
     expect(train({ 11: new Float64Array(4) })).toThrow(/convBias must be a Float32Array, got Float64Array/);
-    expect(train({ 12: new Float32Array(5) })).toThrow(/gamma has 5 elements/);
-    expect(train({ 13: new Float32Array(5) })).toThrow(/beta has 5 elements/);
+    expect(train({ 12: new Float32Array(5) })).toThrow(/weight \(gamma\) has 5 elements/);
+    expect(train({ 13: new Float32Array(5) })).toThrow(/bias \(beta\) has 5 elements/);
     expect(train({ 16: new Float32Array(3) })).toThrow(/saveMean/);
     expect(train({ 17: null })).toThrow(/saveInvstd must be a Float32Array/);
     expect(train({ 18: new Float32Array(1) })).toThrow(/runningMean has 1 elements/);
