@@ -5,6 +5,7 @@
 import { native } from './native';
 import { Module, type Parameter, type BufferState } from './module';
 import { Tensor, assertTensor, formatShape, describeValue } from './tensor';
+import { overlaps } from './reuse';
 import { batchNormLayout, checkEps, invstdFromVariance, type BatchNormLayout } from './functional';
 
 export interface BatchNormOptions {
@@ -132,8 +133,12 @@ abstract class BatchNormBase extends Module {
     return layout;
   }
 
-  private reuse(current: Tensor | null, shape: readonly number[]): Tensor {
-    if (current && current.shape.length === shape.length && current.shape.every((d, i) => d === shape[i])) return current;
+  // The last output again if it has this shape and does not share memory
+  // with `avoid` (training keeps x for backward: writing y over it, as
+  // layer.forward(layer.forward(x)) would, must not happen).
+  private reuse(current: Tensor | null, shape: readonly number[], avoid?: Float32Array): Tensor {
+    if (current && current.shape.length === shape.length && current.shape.every((d, i) => d === shape[i]) &&
+      !overlaps(current.data, avoid)) return current;
     return Tensor.zeros(shape);
   }
 
@@ -141,7 +146,7 @@ abstract class BatchNormBase extends Module {
     assertTensor(x, 'input');
     const layout = this.layoutOf(x);
     const { batch, channels, spatial, channelsLast } = layout;
-    const y = (this.output = this.reuse(this.output, x.shape));
+    const y = (this.output = this.reuse(this.output, x.shape, x.data));
     const gamma = this.weight?.data ?? null;
     const beta = this.bias?.data ?? null;
     const useBatchStatistics = this.training || !this.trackRunningStats;

@@ -32,6 +32,11 @@ export class Tensor {
     }
     this.data = data;
     this.shape = Object.freeze([...shape]);
+    // Layers keep the tensors they were given for backward: a tensor whose
+    // data or shape could be swapped afterwards would be read as another one.
+    // (Its values stay writable; changing them between forward and backward
+    // changes the gradient, as an in-place change would in PyTorch.)
+    Object.freeze(this);
   }
 
   /** A zero-filled tensor. */

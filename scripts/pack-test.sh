@@ -53,8 +53,8 @@ finish() {
 # ---------------------------------------------------------------------------
 stage "pack"
 ensure_node_modules >"$tmp/npm-ci.log" 2>&1 || { cat "$tmp/npm-ci.log"; fail "npm ci"; finish; }
-if ! ls prebuilds/linux-x64/*.node prebuilds/linux-arm64/*.node >/dev/null 2>&1; then
-  echo "prebuilds missing: running scripts/prebuild.cjs"
+if ! node scripts/prebuild-sources.cjs >/dev/null 2>&1; then
+  echo "prebuilds missing or built from other sources: running scripts/prebuild.cjs"
   node scripts/prebuild.cjs >"$tmp/prebuild.log" 2>&1 || { tail -30 "$tmp/prebuild.log"; fail "npm run prebuild"; finish; }
 fi
 # `npm pack` runs the prepare script (tsc + ESM wrapper), so dist/ is current.
@@ -73,7 +73,8 @@ node -e '
 node -p 'require(process.argv[1])[0].files.map((f) => f.path).join("\n")' "$tmp/pack.json" >"$tmp/files.txt"
 for f in prebuilds/linux-x64/bnkit.glibc.node prebuilds/linux-arm64/bnkit.glibc.node dist/index.js dist/index.mjs \
   dist/index.d.ts dist/native.js CMakeLists.txt cmake/flags.cmake cmake/toolchain-aarch64-linux-gnu.cmake \
-  binding/addon.cc scripts/install.cjs package.json; do
+  binding/addon.cc scripts/install.cjs package.json LICENSE README.md prebuilds/linux-x64/sources.sha256 \
+  prebuilds/linux-arm64/sources.sha256; do
   expect "tarball ships $f" grep -qx "$f" "$tmp/files.txt"
 done
 unwanted="$(grep -E '^(build|build-[^/]*|test|lib|bench|node_modules|\.cache|\.ci)/|\.map$|\.tgz$|^scripts/(prebuild|pack-test|qemu-tests|arm64-node)' "$tmp/files.txt" || true)"

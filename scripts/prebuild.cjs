@@ -19,6 +19,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
+const { writeStamp } = require('./prebuild-sources.cjs');
+
 const root = path.resolve(__dirname, '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 
@@ -298,6 +300,7 @@ async function buildOne(arch) {
     nodeGyp: shimPath,
   });
   console.log(`built linux-${arch} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  writeStamp(arch);
   verify(arch, target);
 }
 
