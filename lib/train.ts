@@ -117,12 +117,23 @@ function gather(data: Dataset, sampleSize: number, order: Uint32Array, from: num
   }
 }
 
+// Models a fit() is training. Two fits of one model would interleave their
+// batches and optimizers; that is refused rather than done silently.
+const modelsInFit = new WeakSet<Module>();
+
 /**
  * Trains `model` on `data` with cross-entropy: per batch zeroGrad, forward,
  * loss, backward, optimizer step. Resolves after the last epoch.
+ *
+ * Other code may use the model between batches (fit yields to the event
+ * loop after each): evaluate() or predict() switch it to eval mode while
+ * they run, so every batch sets train mode again before its forward pass, and
+ * every evaluate() batch sets eval mode again; a batch's forward, backward
+ * and step run in one turn, so no one sees its half-done state.
  */
 export async function fit(model: Module, data: Dataset, options: FitOptions): Promise<FitResult> {
   if (!(model instanceof Module)) throw new TypeError(`model must be a Module, got ${describeValue(model)}`);
+  if (modelsInFit.has(model)) throw new Error('fit: this model is already being trained by another fit() call that has not finished');
   if (options === null || typeof options !== 'object') throw new TypeError(`fit options must be an object, got ${describeValue(options)}`);
   const { count, sampleShape, sampleSize } = checkDataset(data, 'data');
   const optimizer = options.optimizer;
@@ -141,9 +152,9 @@ export async function fit(model: Module, data: Dataset, options: FitOptions): Pr
   const history: EpochInfo[] = [];
   // Skips input gradients nobody reads (e.g. conv1's backward-data).
   const backward = model.backward as (dy: Tensor, needInputGrad?: boolean) => Tensor;
+  modelsInFit.add(model);
   try {
     for (let epoch = 1; epoch <= epochs; epoch++) {
-      model.train();
       if (shuffle) rng.shuffle(order);
       let lossSum = 0;
       let seconds = 0;
@@ -153,6 +164,7 @@ export async function fit(model: Module, data: Dataset, options: FitOptions): Pr
         const from = b * batchSize;
         const batch = buffers.get(Math.min(batchSize, count - from));
         gather(data, sampleSize, order, from, batch);
+        model.train();
         optimizer.zeroGrad();
         const value = loss.forward(model.forward(batch.inputs), batch.labels);
         backward.call(model, loss.backward(), false);
@@ -168,6 +180,7 @@ export async function fit(model: Module, data: Dataset, options: FitOptions): Pr
       await options.onEpoch?.(info);
     }
   } finally {
+    modelsInFit.delete(model);
     model.train(wasTraining);
   }
   return { epochs: history };
@@ -193,6 +206,7 @@ export async function evaluate(model: Module, data: Dataset, options: EvaluateOp
       const n = Math.min(batchSize, count - from);
       const inputs = sliceBatch(data.inputs, sampleShape, sampleSize, from, n);
       const labels = data.labels.subarray(from, from + n);
+      model.eval();
       const logits = model.forward(inputs);
       lossSum += loss.forward(logits, labels) * n;
       correct += countCorrect(logits, labels);

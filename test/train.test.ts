@@ -22,6 +22,37 @@ function subset(data: Dataset, n: number): Dataset {
   return { inputs: new Tensor(data.inputs.data.subarray(0, n * size), [n, ...data.inputs.shape.slice(1)]), labels: data.labels.subarray(0, n) };
 }
 
+describe('fit with the model used in between its batches', () => {
+  it('evaluate() and predict() running concurrently change neither the training nor its result', async () => {
+    const run = async (concurrent: boolean) => {
+      const model = buildModel('cnn-bn', { seed: 4 });
+      const training = fit(model, subset(train, 64 * 12), { optimizer: new SGD({ lr: 0.05, momentum: 0.9 }), epochs: 1, batchSize: 64, seed: 4 });
+      let evaluated = null;
+      if (concurrent) {
+        // Interleaves with fit's batches: each side yields after every batch.
+        evaluated = await evaluate(model, subset(test, 64 * 4), { batchSize: 64 });
+        predict(model, subset(test, 8).inputs);
+      }
+      await training;
+      return { state: model.stateDict(), evaluated };
+    };
+    const alone = await run(false);
+    const shared = await run(true);
+    expect(shared.evaluated!.count).toBe(256);
+    // Bit for bit: no fit batch ran in eval mode, no evaluate batch in train
+    // mode (which would have moved the running statistics).
+    for (const [name, t] of Object.entries(alone.state)) expect(shared.state[name].data, name).toEqual(t.data);
+  });
+
+  it('a second fit() of a model still being trained is refused', async () => {
+    const model = buildModel('mlp', { seed: 1 });
+    const first = fit(model, subset(train, 256), { optimizer: new SGD({ lr: 0.05 }), epochs: 1, batchSize: 64 });
+    await expect(fit(model, subset(train, 256), { optimizer: new SGD({ lr: 0.05 }) })).rejects.toThrow(/already being trained by another fit\(\) call/);
+    await first;
+    await fit(model, subset(train, 64), { optimizer: new SGD({ lr: 0.05 }) });
+  });
+});
+
 describe('fit', () => {
   it('trains an MLP to > 90% on an MNIST subset and reports each epoch', async () => {
     const model = buildModel('mlp-bn', { seed: 1 });
