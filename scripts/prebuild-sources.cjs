@@ -63,5 +63,6 @@ if (require.main === module) {
     console.error('prebuilds: run `npm run prebuild` before packing (it rebuilds both arches).');
     process.exit(1);
   }
-  console.log('prebuilds: current for linux-x64 and linux-arm64');
+  // stderr: `npm pack --json` prints its JSON on stdout, after this script's output.
+  console.error('prebuilds: current for linux-x64 and linux-arm64');
 }
