@@ -131,11 +131,14 @@ const modelsInFit = new WeakSet<Module>();
  * every evaluate() batch sets eval mode again; a batch's forward, backward
  * and step run in one turn, so no one sees its half-done state.
  */
-export async function fit(model: Module, data: Dataset, options: FitOptions): Promise<FitResult> {
+export async function fit(model: Module, dataset: Dataset, options: FitOptions): Promise<FitResult> {
   if (!(model instanceof Module)) throw new TypeError(`model must be a Module, got ${describeValue(model)}`);
   if (modelsInFit.has(model)) throw new Error('fit: this model is already being trained by another fit() call that has not finished');
   if (options === null || typeof options !== 'object') throw new TypeError(`fit options must be an object, got ${describeValue(options)}`);
-  const { count, sampleShape, sampleSize } = checkDataset(data, 'data');
+  const { count, sampleShape, sampleSize } = checkDataset(dataset, 'data');
+  // The data as checked: fit yields between batches, and a dataset object
+  // changed meanwhile must not be read with the old sizes.
+  const data: Dataset = { inputs: dataset.inputs, labels: dataset.labels };
   const optimizer = options.optimizer;
   if (!(optimizer instanceof Optimizer)) throw new TypeError(`options.optimizer must be an Optimizer (SGD, Adam), got ${describeValue(optimizer)}`);
   optimizer.attach(model);
@@ -192,9 +195,10 @@ export interface EvaluateOptions {
 }
 
 /** Loss and accuracy of `model` in eval mode (the previous mode is restored). */
-export async function evaluate(model: Module, data: Dataset, options: EvaluateOptions = {}): Promise<EvaluateResult> {
+export async function evaluate(model: Module, dataset: Dataset, options: EvaluateOptions = {}): Promise<EvaluateResult> {
   if (!(model instanceof Module)) throw new TypeError(`model must be a Module, got ${describeValue(model)}`);
-  const { count, sampleShape, sampleSize } = checkDataset(data, 'data');
+  const { count, sampleShape, sampleSize } = checkDataset(dataset, 'data');
+  const data: Dataset = { inputs: dataset.inputs, labels: dataset.labels };  // as checked (see fit)
   const batchSize = positiveInt(options.batchSize ?? 250, 'batchSize');
   const loss = new CrossEntropyLoss();
   const wasTraining = model.training;

@@ -44,6 +44,19 @@ describe('fit with the model used in between its batches', () => {
     for (const [name, t] of Object.entries(alone.state)) expect(shared.state[name].data, name).toEqual(t.data);
   });
 
+  it('a dataset object changed during fit() is not read with the sizes checked at the start', async () => {
+    const model = buildModel('mlp', { seed: 1 });
+    const data = subset(train, 256);
+    const shrunk = subset(train, 10);
+    await fit(model, data, {
+      optimizer: new SGD({ lr: 0.05 }), batchSize: 64, seed: 1,
+      onBatch: () => { data.inputs = shrunk.inputs; data.labels = shrunk.labels; },
+    });
+    const reference = buildModel('mlp', { seed: 1 });
+    await fit(reference, subset(train, 256), { optimizer: new SGD({ lr: 0.05 }), batchSize: 64, seed: 1 });
+    expect(model.stateDict()['1.weight'].data).toEqual(reference.stateDict()['1.weight'].data);
+  });
+
   it('a second fit() of a model still being trained is refused', async () => {
     const model = buildModel('mlp', { seed: 1 });
     const first = fit(model, subset(train, 256), { optimizer: new SGD({ lr: 0.05 }), epochs: 1, batchSize: 64 });
