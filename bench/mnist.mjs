@@ -91,6 +91,20 @@ const batchSize = flags.batchSize;
 const sampleSize = train.inputs.data.length / train.labels.length;
 const now = () => performance.now();
 
+/** Input and label buffers for one batch of batchSize training samples. */
+function newBatch() {
+  return { x: new bnkit.Tensor(new Float32Array(batchSize * sampleSize), [batchSize, ...train.inputs.shape.slice(1)]), labels: new Uint8Array(batchSize) };
+}
+
+/** Fills x and labels with batchSize training samples drawn uniformly by rng. */
+function gatherRandomBatch(rng, x, labels) {
+  for (let b = 0; b < batchSize; b++) {
+    const s = rng.int(train.labels.length);
+    labels[b] = train.labels[s];
+    x.data.set(train.inputs.data.subarray(s * sampleSize, (s + 1) * sampleSize), b * sampleSize);
+  }
+}
+
 /** FLOPs of one layer's forward and backward (0 for layers that are not GEMMs). */
 function flopsOf(layer, input, output, needDx) {
   const n = input.shape[0];
@@ -123,8 +137,7 @@ function breakdown() {
   const optimizer = new bnkit.SGD(net, { lr: 0.05, momentum: 0.9 });
   const loss = new bnkit.CrossEntropyLoss();
   const rng = new bnkit.Rng(0);
-  const x = new bnkit.Tensor(new Float32Array(batchSize * sampleSize), [batchSize, ...train.inputs.shape.slice(1)]);
-  const labels = new Uint8Array(batchSize);
+  const { x, labels } = newBatch();
   const fwd = new Float64Array(layers.length), bwd = new Float64Array(layers.length);
   const shapes = [];
   const flops = [];
@@ -134,11 +147,7 @@ function breakdown() {
   for (let step = 0; step < total; step++) {
     const timed = step >= 10;
     const t0 = now();
-    for (let b = 0; b < batchSize; b++) {
-      const s = rng.int(train.labels.length);
-      labels[b] = train.labels[s];
-      x.data.set(train.inputs.data.subarray(s * sampleSize, (s + 1) * sampleSize), b * sampleSize);
-    }
+    gatherRandomBatch(rng, x, labels);
     const t1 = now();
     optimizer.zeroGrad();
     const t2 = now();
@@ -255,17 +264,12 @@ async function sideBySide() {
     const optimizer = new bnkit.SGD(net, { lr: 0.05, momentum: 0.9 });
     const loss = new bnkit.CrossEntropyLoss();
     const rng = new bnkit.Rng(1);
-    const x = new bnkit.Tensor(new Float32Array(batchSize * sampleSize), [batchSize, ...train.inputs.shape.slice(1)]);
-    const labels = new Uint8Array(batchSize);
+    const { x, labels } = newBatch();
     // What fit() does per step, the batch gather included (PyTorch's side gathers too).
     const bnkitSteps = (count) => {
       const start = now();
       for (let step = 0; step < count; step++) {
-        for (let b = 0; b < batchSize; b++) {
-          const s = rng.int(train.labels.length);
-          labels[b] = train.labels[s];
-          x.data.set(train.inputs.data.subarray(s * sampleSize, (s + 1) * sampleSize), b * sampleSize);
-        }
+        gatherRandomBatch(rng, x, labels);
         optimizer.zeroGrad();
         loss.forward(net.forward(x), labels);
         net.backward(loss.backward(), false);

@@ -35,7 +35,7 @@ Napi::Value ForwardTrain(const Napi::CallbackInfo& info) {
   }
   a.x = floats(info, 0, "x", n);
   a.y = floats(info, 1, "y (out)", n);
-  checkSameOrApart(info.Env(), a.y, "y (out)", a.x, "x", n);
+  checkAliasing(info.Env(), Aliasing::kSameArrayOk, a.y, n, "y (out)", a.x, n, "x");
   const RunningStatsUpdate update = trainingArgs(info, 6, c, &a);
   activeKernels().batchNorm.forwardTrain(a);
   update.apply(a);
@@ -49,7 +49,7 @@ Napi::Value ForwardEval(const Napi::CallbackInfo& info) {
   const int64_t n = a.layout.elements(), c = a.layout.channels;
   a.x = floats(info, 0, "x", n);
   a.y = floats(info, 1, "y (out)", n);
-  checkSameOrApart(info.Env(), a.y, "y (out)", a.x, "x", n);
+  checkAliasing(info.Env(), Aliasing::kSameArrayOk, a.y, n, "y (out)", a.x, n, "x");
   evalArgs(info, 6, c, &a);
   activeKernels().batchNorm.forwardEval(a);
   return info.Env().Undefined();
@@ -64,8 +64,8 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
   a.x = floats(info, 0, "x", n);
   a.dy = floats(info, 1, "dy", n);
   a.dx = optionalFloats(info, 2, "dx", n);
-  checkSameOrApart(info.Env(), a.dx, "dx", a.x, "x", n);
-  checkSameOrApart(info.Env(), a.dx, "dx", a.dy, "dy", n);
+  checkAliasing(info.Env(), Aliasing::kSameArrayOk, a.dx, n, "dx", a.x, n, "x");
+  checkAliasing(info.Env(), Aliasing::kSameArrayOk, a.dx, n, "dx", a.dy, n, "dy");
   backwardArgs(info, 7, c, &a);
   activeKernels().batchNorm.backward(a);
   return info.Env().Undefined();

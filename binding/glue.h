@@ -59,26 +59,33 @@ struct TypedArrayOf<double> {
   static constexpr const char* kName = "a Float64Array";
 };
 
-// A typed array of T with exactly `length` elements (any length when length < 0).
-// One napi_get_typedarray_info call does the check and the lookup: the
-// Napi::TypedArray wrappers make three engine calls per array, and with a
-// dozen arrays per kernel call that was most of a small tensor's call cost.
-template <class T>
-T* typedArray(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
-  const Napi::Value v = info[i];
+// A typed array's type, element count and first element (byte offset
+// applied), or false if `v` is not a typed array. One engine call does the
+// check and the lookup: the Napi::TypedArray wrappers make three per array,
+// and with a dozen arrays per kernel call that was most of a small tensor's
+// call cost. A detached array has 0 elements and no data.
+struct TypedArrayView {
   napi_typedarray_type type;
   size_t elements = 0;
   void* data = nullptr;
-  if (napi_get_typedarray_info(info.Env(), v, &type, &elements, &data, nullptr, nullptr) != napi_ok ||
-      type != TypedArrayOf<T>::kType) {
+};
+inline bool typedArrayView(Napi::Env env, const Napi::Value& v, TypedArrayView* out) {
+  return napi_get_typedarray_info(env, v, &out->type, &out->elements, &out->data, nullptr, nullptr) == napi_ok;
+}
+
+// A typed array of T with exactly `length` elements (any length when length < 0).
+template <class T>
+T* typedArray(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
+  const Napi::Value v = info[i];
+  TypedArrayView view;
+  if (!typedArrayView(info.Env(), v, &view) || view.type != TypedArrayOf<T>::kType) {
     throwType(info.Env(), std::string(name) + " must be " + TypedArrayOf<T>::kName + ", got " + describe(v));
   }
-  if (length >= 0 && static_cast<int64_t>(elements) != length) {
-    throwRange(info.Env(), std::string(name) + " has " + std::to_string(elements) + " elements, expected " +
+  if (length >= 0 && static_cast<int64_t>(view.elements) != length) {
+    throwRange(info.Env(), std::string(name) + " has " + std::to_string(view.elements) + " elements, expected " +
                                std::to_string(length));
   }
-  // data already points at the view's first element (byte offset applied).
-  return static_cast<T*>(data);
+  return static_cast<T*>(view.data);
 }
 
 inline float* floats(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t length) {
@@ -124,15 +131,21 @@ inline bool flag(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return value;
 }
 
-// An output may be its input (element-wise kernels write in place safely) or
-// separate memory; a view that starts elsewhere inside the input would be
-// overwritten before it is read.
-inline void checkSameOrApart(Napi::Env env, const float* out, const char* outName, const float* in,
-                             const char* inName, int64_t length) {
-  if (out == nullptr || in == nullptr || out == in) return;
-  if (out < in + length && in < out + length) {
+// Whether an output may share memory with an input. Element-wise kernels
+// (batch norm) write in place safely when the output is the very same array;
+// a GEMM or convolution reads its inputs long after it starts writing, so
+// any shared byte would give wrong numbers, not an error.
+enum class Aliasing { kSameArrayOk, kNone };
+
+inline void checkAliasing(Napi::Env env, Aliasing rule, const float* out, int64_t outLength, const char* outName,
+                          const float* in, int64_t inLength, const char* inName) {
+  if (out == nullptr || in == nullptr) return;
+  if (rule == Aliasing::kSameArrayOk && out == in && outLength == inLength) return;
+  if (out < in + inLength && in < out + outLength) {
     throwRange(env, std::string(outName) + " overlaps " + inName +
-                        " without being the same array: write in place (pass the same array) or into separate memory");
+                        (rule == Aliasing::kSameArrayOk
+                             ? " without being the same array: write in place (pass the same array) or into separate memory"
+                             : ": this kernel cannot write in place, pass separate memory"));
   }
 }
 

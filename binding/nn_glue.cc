@@ -20,17 +20,14 @@ int32_t* int32s(const Napi::CallbackInfo& info, size_t i, const char* name, int6
 Labels labelsArg(const Napi::CallbackInfo& info, size_t i, int64_t batch, int64_t classes) {
   const Napi::Value v = info[i];
   Labels labels;
-  napi_typedarray_type type;
-  size_t elements = 0;
-  void* data = nullptr;
-  if (napi_get_typedarray_info(info.Env(), v, &type, &elements, &data, nullptr, nullptr) != napi_ok ||
-      (type != napi_uint8_array && type != napi_int32_array)) {
+  TypedArrayView view;
+  if (!typedArrayView(info.Env(), v, &view) || (view.type != napi_uint8_array && view.type != napi_int32_array)) {
     throwType(info.Env(), "labels must be a Uint8Array or Int32Array, got " + describe(v));
   }
-  // Checked before the data: a detached array has no data and 0 elements.
-  const int64_t length = static_cast<int64_t>(elements);
-  if (type == napi_uint8_array) labels.u8 = static_cast<const uint8_t*>(data);
-  if (type == napi_int32_array) labels.i32 = static_cast<const int32_t*>(data);
+  // The length is checked before any label is read: a detached array has 0.
+  const int64_t length = static_cast<int64_t>(view.elements);
+  if (view.type == napi_uint8_array) labels.u8 = static_cast<const uint8_t*>(view.data);
+  if (view.type == napi_int32_array) labels.i32 = static_cast<const int32_t*>(view.data);
   if (length != batch) {
     throwRange(info.Env(), "labels has " + str(length) + " elements, expected batch = " + str(batch));
   }
@@ -57,7 +54,9 @@ float unitInterval(const Napi::CallbackInfo& info, size_t i, const char* name) {
 
 int64_t lengthOf(const Napi::CallbackInfo& info, size_t i, const char* name) {
   floats(info, i, name, -1);
-  return static_cast<int64_t>(info[i].As<Napi::Float32Array>().ElementLength());
+  TypedArrayView view;
+  typedArrayView(info.Env(), info[i], &view);
+  return static_cast<int64_t>(view.elements);
 }
 
 // (transA, transB, M, N, K, alpha, A, B, beta, C)
@@ -74,6 +73,8 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   g.B = floats(info, 7, "B", product(env, {g.K, g.N}));
   g.beta = static_cast<float>(number(info, 8, "beta"));
   g.C = floats(info, 9, "C", product(env, {g.M, g.N}));
+  checkAliasing(env, Aliasing::kNone, g.C, g.M * g.N, "C", g.A, g.M * g.K, "A");
+  checkAliasing(env, Aliasing::kNone, g.C, g.M * g.N, "C", g.B, g.K * g.N, "B");
   g.lda = g.transA ? g.M : g.K;
   g.ldb = g.transB ? g.K : g.N;
   g.ldc = g.N;
@@ -96,6 +97,7 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   g.ldb = in;
   g.colBias = optionalFloats(info, 4, "bias", out);
   g.C = floats(info, 6, "y", product(env, {batch, out}));
+  checkAliasing(env, Aliasing::kNone, g.C, batch * out, "y", g.A, batch * in, "x");
   g.ldc = out;
   activeKernels().gemm.sgemm(g);
   return env.Undefined();
@@ -111,6 +113,8 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   float* dx = optionalFloats(info, 6, "dx", product(env, {batch, in}));
   float* dweight = floats(info, 7, "dweight", product(env, {out, in}));
   float* dbias = optionalFloats(info, 8, "dbias", out);
+  checkAliasing(env, Aliasing::kNone, dx, batch * in, "dx", dy, batch * out, "dy");
+  checkAliasing(env, Aliasing::kNone, dx, batch * in, "dx", x, batch * in, "x");
   const KernelTable& k = activeKernels();
   // Both products in one batch: one parallel pass instead of two.
   GemmArgs g[2];
@@ -173,10 +177,12 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   ConvForwardArgs a;
   a.s = convShapeArg(info, 1, 7);
   const ConvShape& s = a.s;
-  a.x = floats(info, 0, convShapeText(s, "x").c_str(), s.batch * s.inC * s.H * s.W);
+  const int64_t xLength = s.batch * s.inC * s.H * s.W, yLength = s.batch * s.outC * s.outH() * s.outW();
+  a.x = floats(info, 0, convShapeText(s, "x").c_str(), xLength);
   a.weight = floats(info, 5, "weight [outC, inC, kh, kw]", s.outC * s.patch());
   a.bias = optionalFloats(info, 6, "bias [outC]", s.outC);
-  a.y = floats(info, 14, convShapeText(s, "y").c_str(), s.batch * s.outC * s.outH() * s.outW());
+  a.y = floats(info, 14, convShapeText(s, "y").c_str(), yLength);
+  checkAliasing(env, Aliasing::kNone, a.y, yLength, "y", a.x, xLength, "x");
   activeKernels().conv.forward(a);
   return env.Undefined();
 }
@@ -194,6 +200,8 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   a.dx = optionalFloats(info, 14, convShapeText(s, "dx").c_str(), xLength);
   a.dweight = floats(info, 15, "dweight [outC, inC, kh, kw]", s.outC * s.patch());
   a.dbias = optionalFloats(info, 16, "dbias [outC]", s.outC);
+  checkAliasing(env, Aliasing::kNone, a.dx, xLength, "dx", a.dy, yLength, "dy");
+  checkAliasing(env, Aliasing::kNone, a.dx, xLength, "dx", a.x, xLength, "x");
   activeKernels().conv.backward(a);
   return env.Undefined();
 }

@@ -115,6 +115,7 @@ Napi::Value BatchNormMaxPoolForwardTrain(const Napi::CallbackInfo& info) {
   }
   a.x = floats(info, 0, g.in("x").c_str(), g.inLength());
   pooledOutputs(info, g, &p);
+  checkAliasing(info.Env(), Aliasing::kNone, p.pooled, g.outLength(), "pooled", a.x, g.inLength(), "x");
   const RunningStatsUpdate update = trainingArgs(info, 8, c, &a);
   activeKernels().batchNorm.forwardTrainPool(p);
   update.apply(a);
@@ -130,6 +131,7 @@ Napi::Value BatchNormMaxPoolForwardEval(const Napi::CallbackInfo& info) {
   const int64_t c = g.channels;
   a.x = floats(info, 0, g.in("x").c_str(), g.inLength());
   pooledOutputs(info, g, &p);
+  checkAliasing(info.Env(), Aliasing::kNone, p.pooled, g.outLength(), "pooled", a.x, g.inLength(), "x");
   evalArgs(info, 8, c, &a);
   activeKernels().batchNorm.forwardEvalPool(p);
   return info.Env().Undefined();
@@ -149,6 +151,8 @@ Napi::Value BatchNormMaxPoolBackward(const Napi::CallbackInfo& info) {
   p.window = bytes(info, 3, g.out("window").c_str(), g.outLength());
   p.picked = floats(info, 4, g.out("picked").c_str(), g.outLength());
   p.shape = fusedPoolShape(g);
+  checkAliasing(info.Env(), Aliasing::kNone, a.dx, g.inLength(), "dx", a.dy, g.outLength(), "dy");
+  checkAliasing(info.Env(), Aliasing::kNone, a.dx, g.inLength(), "dx", a.x, g.inLength(), "x");
   backwardArgs(info, 9, c, &a);
   activeKernels().batchNorm.backwardPool(p);
   return info.Env().Undefined();

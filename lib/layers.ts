@@ -397,7 +397,7 @@ export class Flatten extends Module implements ConfigurableLayer {
     assertTensor(x, 'input');
     if (x.shape.length < 2) throw new RangeError(`Flatten expects an input with a batch dimension, got shape ${formatShape(x.shape)}`);
     // Same input object as last time (layers reuse their outputs): reuse the view.
-    if (x !== this.lastIn || x.data !== this.lastOut!.data) {
+    if (x !== this.lastIn) {
       this.lastIn = x;
       this.lastOut = new Tensor(x.data, [x.shape[0], x.data.length / Math.max(1, x.shape[0])]);
     }

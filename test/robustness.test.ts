@@ -71,6 +71,19 @@ describe("a layer handed its own output or gradient buffer", () => {
     expect(bn.backward(dy).data).toEqual(twin.backward(dy).data);
   });
 
+  it('the GEMM, linear and convolution entry points refuse any output sharing memory with an input', () => {
+    const f = (n: number) => new Float32Array(n);
+    const x = f(4 * 8);
+    expect(() => native.linearForward(x, 4, 8, f(8 * 8), null, 8, x)).toThrow(/y overlaps x: this kernel cannot write in place/);
+    expect(() => native.linearBackward(x, 4, 8, f(8 * 8), 8, x, x.subarray(0, 32), f(64), null)).toThrow(/dx overlaps dy/);
+    expect(() => native.gemm(false, false, 4, 4, 4, 1, x.subarray(0, 16), x.subarray(16, 32), 0, x.subarray(8, 24)))
+      .toThrow(/C overlaps A/);
+    const image = f(2 * 3 * 5 * 5);
+    expect(() => native.conv2dForward(image, 2, 3, 5, 5, f(3 * 3 * 9), null, 3, 3, 3, 1, 1, 1, 1, image))
+      .toThrow(/y overlaps x/);
+    native.linearForward(x, 4, 8, f(8 * 8), null, 8, f(32));  // separate memory is fine
+  });
+
   it('batch norm writes in place when out is x, and refuses an out that overlaps x elsewhere', () => {
     const x = tensor([4, 3, 5]);
     const reference = batchNormForward(copy(x), { training: true }).y.data;
