@@ -3,16 +3,18 @@
 // reference shapes (DESIGN.md section 6), per layout, thread count and ISA,
 // each reported in GB/s of minimal traffic next to a memcpy measured in the
 // same run on the same threads (native streamCopy), next to the scalar path,
-// and next to the recorded reference figures of issue 2.
+// next to the recorded reference figures of issue 2 and, with --onednn, next
+// to oneDNN itself, timed in the same run, sample for sample.
 //
 //   node bench/run.mjs bn [--quick] [--isa a,b] [--threads 1,2] [--shapes S1,S3]
-//                         [--ops fwd-train,fwd-eval,bwd] [--layouts NCHW,NHWC] [--json path]
+//                         [--ops fwd-train,fwd-eval,bwd] [--layouts NCHW,NHWC] [--onednn] [--json path]
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseFlags, exitUsage, UsageError } from './lib/cli.mjs';
 import { interleave } from './lib/timing.mjs';
+import { loadOneDnn } from './lib/onednn.mjs';
 import { summarize } from './lib/stats.mjs';
 import { machineInfo, writeJsonAtomic, formatTable, fixed, microseconds } from './lib/report.mjs';
 
@@ -26,6 +28,8 @@ const USAGE = `usage: node bench/run.mjs bn [flags]
   --shapes S1,S3       reference shapes S1..S5 (default: all)
   --ops a,b            fwd-train, fwd-eval, bwd (default: all)
   --layouts a,b        NCHW, NHWC (default: both; S4 is 2-D and has one layout, NC)
+  --onednn             also time oneDNN's batch norm (the system library: apt-get install libdnnl-dev)
+                       in the same run, interleaved with bnkit; builds bench/onednn on first use
   --json path          results file (default: bench/results/bn.json)
 Needs the addon (npx cmake-js compile --out build) and dist/ (npm run build:ts).`;
 
@@ -65,7 +69,7 @@ function parseArgs(argv) {
   try {
     flags = parseFlags(argv, {
       quick: 'boolean', help: 'boolean', isa: 'list', threads: 'list', shapes: 'list', ops: 'list',
-      layouts: 'list', json: 'string',
+      layouts: 'list', json: 'string', onednn: 'boolean',
     });
   } catch (error) {
     if (error instanceof UsageError) exitUsage(error, USAGE);
@@ -95,6 +99,7 @@ function parseArgs(argv) {
     shapes: pick(flags.shapes, Object.keys(SHAPES), 'shapes', (v) => v.toUpperCase()),
     ops: pick(flags.ops, OPS, 'ops', (v) => v.toLowerCase()),
     layouts: pick(flags.layouts, ['NCHW', 'NHWC'], 'layouts', (v) => v.toUpperCase()),
+    onednn: flags.onednn ?? false,
     json: path.resolve(flags.json ?? path.join(here, 'results', 'bn.json')),
   };
 }
@@ -184,6 +189,28 @@ function main() {
     ? { budgetSec: 0.05, minRounds: 3, maxRounds: 20, sampleSec: 2e-4, warmupSec: 0.005 }
     : { budgetSec: 2.2, minRounds: 9, maxRounds: 250, sampleSec: 2e-3, warmupSec: 0.05 };
   const dramRepsPerGroup = args.quick ? 1 : 3;
+  let onednn = null;
+  if (args.onednn) {
+    // OpenMP's idle workers spin ~300,000 pauses by default before they
+    // sleep; 10,000 (a fraction of a millisecond) still covers the gaps
+    // between back-to-back calls within a sample. Read when libgomp loads.
+    process.env.GOMP_SPINCOUNT ??= '10000';
+    try {
+      onednn = loadOneDnn();
+    } catch (error) {
+      process.stderr.write(`error: --onednn: ${error.message}\n`);
+      process.exit(1);
+    }
+  }
+  // Two thread pools share the cores: before each sample the other pool's
+  // idle workers must stop spinning, or they hold a core this sample needs
+  // (bnkit's are parked at once, OpenMP's stop after their spin count, well
+  // within the pause). One untimed call then wakes the sampled library's own
+  // workers, so neither side pays a wake-up inside its timed calls.
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const settle = onednn ? () => { native.parkWorkers(); Atomics.wait(pause, 0, 0, 1); } : () => {};
+  const onednnHandles = new Map();
+  const onednnInfo = onednn ? { version: onednn.version(), implementations: {} } : null;
 
   // The DRAM anchors: copies 3x larger than L3 (the size of S3), sampled once
   // per group throughout the run so they see the same machine as the kernels.
@@ -204,6 +231,7 @@ function main() {
   const started = performance.now();
   const loadAverageAtStart = os.loadavg();
   const results = [];
+  const onednnResults = [];
   const copies = [];
   let buffers = null;
   let buffersOf = null;
@@ -211,6 +239,7 @@ function main() {
     const def = SHAPES[g.shape];
     if (buffersOf !== g.shape) {
       buffers = null; // let the previous shape's arrays go before allocating the next
+      onednnHandles.clear();
       buffers = shapeBuffers(def);
       buffersOf = g.shape;
       // Backward needs saved statistics from a training forward.
@@ -232,7 +261,11 @@ function main() {
     const run = opRunner(bnkit, g.op, b, shape, channelsLast);
     const participants = isas.map((isa) => ({
       name: isa,
-      prepare: () => bnkit.setIsa(isa),
+      prepare: () => {
+        settle();
+        bnkit.setIsa(isa);
+        if (onednn) run();
+      },
       measure: (calls) => {
         const start = process.hrtime.bigint();
         for (let i = 0; i < calls; i++) run();
@@ -240,8 +273,27 @@ function main() {
       },
     }));
     const bytes = b.elements * 4;
-    participants.push({ name: 'copy', measure: (calls) => native.streamCopy(b.x, b.y, calls) });
-    if (bytes >= DRAM_BYTES) participants.push({ name: 'copy-nt', measure: (calls) => native.streamCopy(b.x, b.y, calls, true) });
+    participants.push({ name: 'copy', prepare: settle, measure: (calls) => native.streamCopy(b.x, b.y, calls) });
+    if (bytes >= DRAM_BYTES) participants.push({ name: 'copy-nt', prepare: settle, measure: (calls) => native.streamCopy(b.x, b.y, calls, true) });
+    if (onednn) {
+      // oneDNN fixes a primitive's thread count when it creates it.
+      onednn.setThreads(g.threads);
+      const handleKey = `${g.layout}|${g.threads}`;
+      if (!onednnHandles.has(handleKey)) {
+        const h = onednn.create(b.x, b.dy, def.n, def.c, def.spatial, channelsLast, b.gamma, b.beta);
+        onednnHandles.set(handleKey, h);
+        onednnInfo.implementations[`${g.shape} ${g.layout}`] = onednn.implementation(h);
+      }
+      const h = onednnHandles.get(handleKey);
+      participants.push({
+        name: 'oneDNN',
+        prepare: () => {
+          settle();
+          onednn.run(h, g.op, 1);
+        },
+        measure: (calls) => onednn.run(h, g.op, calls),
+      });
+    }
     const t0 = performance.now();
     const measured = interleave(participants, plan);
     bnkit.setIsa(defaultIsa);
@@ -254,6 +306,14 @@ function main() {
       };
       copies.push(copyRecords[copy.name]);
     }
+    const onednnMeasured = measured.find((m) => m.name === 'oneDNN');
+    if (onednnMeasured) {
+      onednnResults.push({
+        shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads,
+        implementation: onednnInfo.implementations[`${g.shape} ${g.layout}`],
+        ...secondsStats(onednnMeasured.stats), samples: onednnMeasured.stats.n, callsPerSample: onednnMeasured.callsPerSample,
+      });
+    }
     for (const m of measured.slice(0, isas.length)) {
       results.push({
         shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads, isa: m.name,
@@ -261,6 +321,9 @@ function main() {
         ...secondsStats(m.stats), samples: m.stats.n, callsPerSample: m.callsPerSample,
         copySameGbps: copyRecords.copy.gbps,
         copyDramInterleavedGbps: copyRecords['copy-nt']?.gbps ?? null,
+        onednn: onednnMeasured
+          ? { medianUs: onednnMeasured.stats.median * 1e6, speedup: onednnMeasured.stats.median / m.stats.median }
+          : null,
       });
     }
     process.stderr.write(`[${index + 1}/${groups.length}] ${g.shape} ${g.layout} ${g.op} threads=${g.threads}: ` +
@@ -299,12 +362,13 @@ function main() {
   writeJsonAtomic(args.json, {
     benchmark: 'bn',
     machine: machineInfo({ isas: available, defaultIsa, hardwareThreads: native.hardwareThreads, loadAverageAtStart }, repo),
-    options: { quick: args.quick, isas, threads: args.threads, shapes: args.shapes, ops: args.ops, layouts: args.layouts, plan },
+    options: { quick: args.quick, isas, threads: args.threads, shapes: args.shapes, ops: args.ops, layouts: args.layouts, onednn: args.onednn, plan },
     units: { time: 'microseconds', bandwidth: 'GB/s (1e9 bytes/s) of minimal traffic: fwd 2x tensor bytes, bwd 3x; copy: read + write = 2x' },
     elapsedSec,
     copyDram: dram,
     copySameSize: copies,
     results,
+    onednn: onednnInfo ? { ...onednnInfo, note: 'the system oneDNN, timed in this run, interleaved sample for sample with bnkit (same buffers contents, same threads)', results: onednnResults } : null,
     references: { note: 'Recorded on this machine type by the issue author (issue 2); not measured in this run.', figures: REFERENCES },
     summary,
   });
@@ -326,12 +390,25 @@ function targetSummary(results, defaultIsa) {
     const speedup = ref.us / best.medianUs;
     targets.push({ ...ref, isa: best.isa, oursUs: best.medianUs, speedup, met: speedup >= ref.goal });
   }
+  // Against oneDNN timed in this run (--onednn), for every configuration measured.
+  const sideBySide = [];
+  const seen = new Set();
+  for (const r of results) {
+    const cfg = `${r.shape}|${r.layout}|${r.op}|${r.threads}`;
+    if (r.onednn === null || seen.has(cfg)) continue;
+    seen.add(cfg);
+    const best = pickBest(results.filter((q) => `${q.shape}|${q.layout}|${q.op}|${q.threads}` === cfg));
+    sideBySide.push({
+      shape: r.shape, layout: r.layout, op: r.op, threads: r.threads, isa: best.isa, oursUs: best.medianUs,
+      onednnUs: best.onednn.medianUs, speedup: best.onednn.speedup, faster: best.onednn.speedup > 1,
+    });
+  }
   const s3Isa = results.some((r) => r.isa === defaultIsa) ? defaultIsa : null;
   const s3 = results.filter((r) => r.shape === 'S3' && (s3Isa === null || r.isa === s3Isa)).map((r) => ({
     layout: r.layout, op: r.op, threads: r.threads, isa: r.isa, gbps: r.gbps, ratioCopyDram: r.ratioCopyDram,
     ratioCopySameMemcpy: r.ratioCopySame, met: r.ratioCopyDram >= S3_COPY_GOAL,
   }));
-  return { targets, s3CopyRatio: { goal: S3_COPY_GOAL, rows: s3 } };
+  return { targets, onednnSideBySide: sideBySide, s3CopyRatio: { goal: S3_COPY_GOAL, rows: s3 } };
 }
 
 function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStart) {
@@ -362,6 +439,7 @@ function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStar
     { key: 'dram', title: 'xDRAM' }, { key: 'copy', title: 'copy GB/s' }, { key: 'same', title: 'xsame' },
     { key: 'scalar', title: 'xscalar' }, { key: 'ref', title: 'ref us', align: 'left' }, { key: 'refx', title: 'ref/us' },
   ];
+  if (args.onednn) columns.push({ key: 'dnnl', title: 'oneDNN us' }, { key: 'dnnlx', title: 'oneDNN/us' });
   const rows = [];
   let last = null;
   for (const r of results) {
@@ -374,6 +452,8 @@ function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStar
       copy: fixed(r.copySameGbps, 1), same: fixed(r.ratioCopySame, 2), scalar: fixed(r.speedupVsScalar, 1),
       ref: r.reference ? `${r.reference.us} ${r.reference.source.startsWith('oneDNN') ? 'oneDNN' : 'PyTorch'}` : '',
       refx: r.reference ? fixed(r.reference.speedup, 2) : '',
+      dnnl: r.onednn ? microseconds(r.onednn.medianUs * 1e-6) : '',
+      dnnlx: r.onednn ? fixed(r.onednn.speedup, 2) : '',
     });
   }
   out.push(formatTable(columns, rows));
@@ -387,6 +467,17 @@ function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStar
     ], summary.targets.map((t) => ({
       what: t.source, cfg: `${t.shape} ${t.layout} ${t.op} ${t.threads}t ${t.isa}`, ref: String(t.us),
       ours: microseconds(t.oursUs * 1e-6), x: `${fixed(t.speedup, 2)}x`, goal: `>=${t.goal}x`, met: t.met ? 'yes' : 'NO',
+    }))));
+  }
+  if (summary.onednnSideBySide.length > 0) {
+    out.push('');
+    out.push('Side by side with oneDNN (the system library, timed in THIS run, interleaved sample for sample):');
+    out.push(formatTable([
+      { key: 'cfg', title: 'config', align: 'left' }, { key: 'dnnl', title: 'oneDNN us' }, { key: 'ours', title: 'bnkit us' },
+      { key: 'x', title: 'speed-up' }, { key: 'faster', title: 'bnkit faster', align: 'left' },
+    ], summary.onednnSideBySide.map((t) => ({
+      cfg: `${t.shape} ${t.layout} ${t.op} ${t.threads}t ${t.isa}`, dnnl: microseconds(t.onednnUs * 1e-6),
+      ours: microseconds(t.oursUs * 1e-6), x: `${fixed(t.speedup, 2)}x`, faster: t.faster ? 'yes' : 'NO',
     }))));
   }
   if (summary.s3CopyRatio.rows.length > 0) {

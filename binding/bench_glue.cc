@@ -1,6 +1,8 @@
 // Benchmark-only entry points. streamCopy is the bandwidth anchor of
 // bench/bn.mjs: a memcpy split over the same thread pool as the kernels, so a
 // kernel's GB/s can be compared with what these threads can move at all.
+// parkWorkers() sends idle pool workers to sleep at once, so another
+// library's threads timed next get the cores (bench/bn.mjs --onednn).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -89,10 +91,16 @@ Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), median);
 }
 
+Napi::Value ParkWorkers(const Napi::CallbackInfo& info) {
+  parkWorkers();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void registerBench(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "streamCopy", StreamCopy);
+  exportFunction(env, exports, "parkWorkers", ParkWorkers);
 }
 
 }  // namespace bnkit::glue

@@ -41,6 +41,8 @@ export interface NativeAddon {
    * with streaming stores instead (for arrays far larger than the L3).
    */
   streamCopy(src: Float32Array, dst: Float32Array, repetitions: number, nonTemporal?: boolean): number;
+  /** Benchmark helper: idle pool workers sleep now instead of spinning out their window. */
+  parkWorkers(): void;
 
   // ---- Training kernels (binding/nn_glue.cc). Tensors are row-major NCHW Float32Arrays;
   // "+=" arguments are accumulated into, all others overwritten. Every entry checks lengths

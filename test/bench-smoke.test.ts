@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { availableIsas } from '../lib/index';
+import { Tensor, availableIsas, batchNormForward, getNumThreads, setNumThreads } from '../lib/index';
+import { native } from '../lib/native';
 
 const repo = path.resolve(__dirname, '..');
 const runner = path.join(repo, 'bench', 'run.mjs');
@@ -60,6 +61,21 @@ describe('bench/run.mjs', () => {
       expect(out.references.figures.length).toBeGreaterThan(0);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('parkWorkers (used between oneDNN and bnkit samples) leaves the pool working, results unchanged', () => {
+    const before = getNumThreads();
+    setNumThreads(2);
+    try {
+      const x = new Tensor(Float32Array.from({ length: 64 * 32 * 49 }, (_, i) => Math.sin(i * 0.37) * 3 + 1), [64, 32, 7, 7]);
+      const first = batchNormForward(x, { training: true }).y.data.slice();
+      for (let i = 0; i < 20; i++) {
+        native.parkWorkers();
+        expect(batchNormForward(x, { training: true }).y.data).toEqual(first);
+      }
+    } finally {
+      setNumThreads(before);
     }
   });
 

@@ -132,16 +132,25 @@ class ThreadPool {
     }
   }
 
+ public:
+  // Idle workers stop spinning now rather than at the end of their window.
+  void park() { parkRequests_.fetch_add(1, std::memory_order_release); }
+
+ private:
   void workerLoop(uint64_t seen) {
     insideWorker_ = true;
     for (;;) {
       uint64_t now = generation_.load(std::memory_order_acquire);
+      const uint64_t parks = parkRequests_.load(std::memory_order_acquire);
       const auto spinUntil = std::chrono::steady_clock::now() + spinWindow_;
       for (int spin = 1; now == seen; ++spin) {
         BNKIT_CPU_RELAX();
         now = generation_.load(std::memory_order_acquire);
         // The clock costs ~20 ns: read it once per 64 relaxes.
-        if (spin % 64 == 0 && std::chrono::steady_clock::now() >= spinUntil) break;
+        if (spin % 64 == 0 && (std::chrono::steady_clock::now() >= spinUntil ||
+                               parkRequests_.load(std::memory_order_relaxed) != parks)) {
+          break;
+        }
       }
       if (now == seen) {
         std::unique_lock<std::mutex> lock(wakeMutex_);
@@ -174,6 +183,7 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   std::atomic<int> nextBlock_{0};
   std::atomic<int> finishedBlocks_{0};
+  std::atomic<uint64_t> parkRequests_{0};
   bool stopping_ = false;
   const std::chrono::microseconds spinWindow_ = workerSpinWindow();
   Job job_;
@@ -201,6 +211,8 @@ void parallelFor(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* co
 }
 
 void setNumThreads(int threads) { pool().resize(std::max(1, threads)); }
+
+void parkWorkers() { pool().park(); }
 
 int numThreads() { return pool().size(); }
 

@@ -16,6 +16,10 @@ void parallelFor(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* co
 void setNumThreads(int threads);
 int numThreads();
 int hardwareThreads();
+// Idle workers go to sleep now instead of spinning out their window (see
+// workerSpinWindow), leaving the cores to other threads: the benchmark calls
+// it before timing another library's threads.
+void parkWorkers();
 
 // Adapter for lambdas. F is always a type local to the calling translation
 // unit, so each instantiation stays private to that unit's ISA flags.
