@@ -83,6 +83,15 @@ BatchNorm* handleArg(napi_env env, napi_value v) {
   return static_cast<BatchNorm*>(p);
 }
 
+// The handle of a one-argument call such as outputs(handle), or nullptr with an exception pending.
+BatchNorm* soleHandleArg(napi_env env, napi_callback_info info, const char* usage) {
+  size_t argc = 1;
+  napi_value arg;
+  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
+  if (argc != 1) return fail(env, usage), nullptr;
+  return handleArg(env, arg);
+}
+
 napi_value Create(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value args[8];
@@ -202,11 +211,7 @@ napi_value Run(napi_env env, napi_callback_info info) {
 }
 
 napi_value Outputs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value arg;
-  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
-  if (argc != 1) return fail(env, "outputs(handle)"), nullptr;
-  BatchNorm* bn = handleArg(env, arg);
+  BatchNorm* bn = soleHandleArg(env, info, "outputs(handle)");
   if (bn == nullptr) return nullptr;
   const size_t elements = bn->src.get_desc().get_size() / sizeof(float);
   const size_t channels = bn->mean.get_desc().get_size() / sizeof(float);
@@ -225,19 +230,15 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   napi_value arg;
   napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
   int64_t threads = 0;
-  if (argc != 1 || !intArg(env, arg, "threads", &threads) || threads < 1) {
-    return fail(env, "setThreads(n) needs an integer n >= 1"), nullptr;
-  }
+  if (argc != 1) return fail(env, "setThreads(n)"), nullptr;
+  if (!intArg(env, arg, "threads", &threads)) return nullptr;
+  if (threads < 1) return fail(env, "threads must be >= 1"), nullptr;
   omp_set_num_threads(static_cast<int>(threads));
   return nullptr;
 }
 
 napi_value Implementation(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value arg;
-  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
-  if (argc != 1) return fail(env, "implementation(handle)"), nullptr;
-  BatchNorm* bn = handleArg(env, arg);
+  BatchNorm* bn = soleHandleArg(env, info, "implementation(handle)");
   if (bn == nullptr) return nullptr;
   napi_value s;
   napi_create_string_utf8(env, bn->impl.c_str(), bn->impl.size(), &s);
