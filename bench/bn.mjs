@@ -3,11 +3,13 @@
 // reference shapes (DESIGN.md section 6), per layout, thread count and ISA,
 // each reported in GB/s of minimal traffic next to a memcpy measured in the
 // same run on the same threads (native streamCopy), next to the scalar path,
-// next to the recorded reference figures of issue 2 and, with --onednn, next
-// to oneDNN itself, timed in the same run, sample for sample.
+// next to the recorded reference figures of issue 2 and, with --onednn and
+// --pytorch, next to oneDNN and PyTorch themselves, timed in the same run,
+// sample for sample.
 //
 //   node bench/run.mjs bn [--quick] [--isa a,b] [--threads 1,2] [--shapes S1,S3]
-//                         [--ops fwd-train,fwd-eval,bwd] [--layouts NCHW,NHWC] [--onednn] [--json path]
+//                         [--ops fwd-train,fwd-eval,bwd] [--layouts NCHW,NHWC]
+//                         [--onednn] [--pytorch [--python PATH]] [--json path]
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import * as os from 'node:os';
@@ -15,6 +17,7 @@ import * as path from 'node:path';
 import { parseFlags, exitUsage, UsageError } from './lib/cli.mjs';
 import { interleave } from './lib/timing.mjs';
 import { loadOneDnn } from './lib/onednn.mjs';
+import { findTorchPython, startTorchWorker } from './lib/torch-worker.mjs';
 import { summarize } from './lib/stats.mjs';
 import { machineInfo, writeJsonAtomic, formatTable, fixed, microseconds } from './lib/report.mjs';
 
@@ -30,6 +33,8 @@ const USAGE = `usage: node bench/run.mjs bn [flags]
   --layouts a,b        NCHW, NHWC (default: both; S4 is 2-D and has one layout, NC)
   --onednn             also time oneDNN's batch norm (the system library: apt-get install libdnnl-dev)
                        in the same run, interleaved with bnkit; builds bench/onednn on first use
+  --pytorch            also time PyTorch's batch norm the same way (bench/lib/torch_bn.py in a child python)
+  --python PATH        the python for --pytorch (default: $BNKIT_PYTHON, then python3, then /usr/bin/python3)
   --json path          results file (default: bench/results/bn.json)
 Needs the addon (npx cmake-js compile --out build) and dist/ (npm run build:ts).`;
 
@@ -69,8 +74,9 @@ function parseArgs(argv) {
   try {
     flags = parseFlags(argv, {
       quick: 'boolean', help: 'boolean', isa: 'list', threads: 'list', shapes: 'list', ops: 'list',
-      layouts: 'list', json: 'string', onednn: 'boolean',
+      layouts: 'list', json: 'string', onednn: 'boolean', pytorch: 'boolean', python: 'string',
     });
+    if (flags.python !== undefined && !flags.pytorch) throw new UsageError('--python goes with --pytorch');
   } catch (error) {
     if (error instanceof UsageError) exitUsage(error, USAGE);
     throw error;
@@ -100,6 +106,8 @@ function parseArgs(argv) {
     ops: pick(flags.ops, OPS, 'ops', (v) => v.toLowerCase()),
     layouts: pick(flags.layouts, ['NCHW', 'NHWC'], 'layouts', (v) => v.toUpperCase()),
     onednn: flags.onednn ?? false,
+    pytorch: flags.pytorch ?? false,
+    python: flags.python,
     json: path.resolve(flags.json ?? path.join(here, 'results', 'bn.json')),
   };
 }
@@ -174,9 +182,79 @@ function opRunner(bnkit, op, b, shape, channelsLast) {
   return () => bnkit.batchNormBackward(x, dy, saved, backward);
 }
 
+// ----------------------------------------------------- other libraries
+
+// A library timed next to bnkit: participant() gives its interleave()
+// participant for a group (same shape, layout, threads and op), rows collects
+// its figures, rowExtra(g) adds what it says about itself to a row.
+
+function oneDnnRival(settle) {
+  const lib = loadOneDnn();
+  const handles = new Map();
+  const info = { version: lib.version(), implementations: {} };
+  const implementationKey = (g) => `${g.shape} ${g.layout}`;
+  return {
+    key: 'onednn', name: 'oneDNN', info, rows: [],
+    note: 'the system oneDNN, timed in this run, interleaved sample for sample with bnkit (same data, same threads)',
+    newShape: () => handles.clear(),
+    participant(g, b, def, channelsLast) {
+      // oneDNN fixes a primitive's thread count when it creates it.
+      lib.setThreads(g.threads);
+      const handleKey = `${g.layout}|${g.threads}`;
+      if (!handles.has(handleKey)) {
+        const h = lib.create(b.x, b.dy, def.n, def.c, def.spatial, channelsLast, b.gamma, b.beta);
+        handles.set(handleKey, h);
+        info.implementations[implementationKey(g)] = lib.implementation(h);
+      }
+      const h = handles.get(handleKey);
+      return {
+        name: 'oneDNN',
+        prepare: () => {
+          settle();
+          lib.run(h, g.op, 1);
+        },
+        measure: (calls) => lib.run(h, g.op, calls),
+      };
+    },
+    rowExtra: (g) => ({ implementation: info.implementations[implementationKey(g)] }),
+    close: () => {},
+    kill: () => {},
+  };
+}
+
+async function pyTorchRival(explicitPython, settle) {
+  const python = findTorchPython(explicitPython);
+  const worker = await startTorchWorker(python, path.join(here, 'lib', 'torch_bn.py'), []);
+  let current = null;
+  return {
+    key: 'pytorch', name: 'PyTorch', info: { version: worker.version, python }, rows: [],
+    note: 'PyTorch in a child process (bench/lib/torch_bn.py), its calls timed there, interleaved sample for sample with bnkit (same shapes and threads, its own random data)',
+    newShape: () => {},
+    async participant(g, b, def, channelsLast) {
+      const setup = ['setup', def.n, def.c, g.threads, channelsLast ? 1 : 0, ...def.spatial].join(' ');
+      if (setup !== current) {
+        await worker.request(setup, 'ok');
+        current = setup;
+      }
+      const run = async (calls) => Number(await worker.request(`run ${g.op} ${calls}`, 's '));
+      return {
+        name: 'PyTorch',
+        prepare: async () => {
+          settle();
+          await run(1);
+        },
+        measure: run,
+      };
+    },
+    rowExtra: () => ({}),
+    close: () => worker.close(),
+    kill: () => worker.kill(),
+  };
+}
+
 // ------------------------------------------------------------------- driver
 
-function main() {
+async function main() {
   const args = parseArgs(process.argv.slice(2));
   const { bnkit, native } = loadBnkit();
   const available = bnkit.availableIsas();
@@ -189,28 +267,30 @@ function main() {
     ? { budgetSec: 0.05, minRounds: 3, maxRounds: 20, sampleSec: 2e-4, warmupSec: 0.005 }
     : { budgetSec: 2.2, minRounds: 9, maxRounds: 250, sampleSec: 2e-3, warmupSec: 0.05 };
   const dramRepsPerGroup = args.quick ? 1 : 3;
-  let onednn = null;
-  if (args.onednn) {
-    // OpenMP's idle workers spin ~300,000 pauses by default before they
-    // sleep; 10,000 (a fraction of a millisecond) still covers the gaps
-    // between back-to-back calls within a sample. Read when libgomp loads.
-    process.env.GOMP_SPINCOUNT ??= '10000';
+  // Two thread pools share the cores when another library is timed: before
+  // each sample the other pool's idle workers must stop spinning, or they
+  // hold a core this sample needs (bnkit's are parked at once, OpenMP's stop
+  // after their spin count, well within the pause). One untimed call then
+  // wakes the sampled library's own workers, so neither side pays a wake-up
+  // inside its timed calls.
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const withRivals = args.onednn || args.pytorch;
+  const settle = withRivals ? () => { native.parkWorkers(); Atomics.wait(pause, 0, 0, 1); } : () => {};
+  // OpenMP's idle workers spin ~300,000 pauses by default before they sleep;
+  // 10,000 (a fraction of a millisecond) still covers the gaps between
+  // back-to-back calls within a sample. libgomp reads it when it loads.
+  process.env.GOMP_SPINCOUNT ??= '10000';
+  const rivals = [];
+  const requested = [['onednn', () => oneDnnRival(settle)], ['pytorch', () => pyTorchRival(args.python, settle)]];
+  for (const [flag, start] of requested.filter(([flag]) => args[flag])) {
     try {
-      onednn = loadOneDnn();
+      rivals.push(await start());
     } catch (error) {
-      process.stderr.write(`error: --onednn: ${error.message}\n`);
+      for (const rival of rivals) rival.kill();
+      process.stderr.write(`error: --${flag}: ${error.message}\n`);
       process.exit(1);
     }
   }
-  // Two thread pools share the cores: before each sample the other pool's
-  // idle workers must stop spinning, or they hold a core this sample needs
-  // (bnkit's are parked at once, OpenMP's stop after their spin count, well
-  // within the pause). One untimed call then wakes the sampled library's own
-  // workers, so neither side pays a wake-up inside its timed calls.
-  const pause = new Int32Array(new SharedArrayBuffer(4));
-  const settle = onednn ? () => { native.parkWorkers(); Atomics.wait(pause, 0, 0, 1); } : () => {};
-  const onednnHandles = new Map();
-  const onednnInfo = onednn ? { version: onednn.version(), implementations: {} } : null;
 
   // The DRAM anchors: copies 3x larger than L3 (the size of S3), sampled once
   // per group throughout the run so they see the same machine as the kernels.
@@ -231,15 +311,14 @@ function main() {
   const started = performance.now();
   const loadAverageAtStart = os.loadavg();
   const results = [];
-  const onednnResults = [];
   const copies = [];
   let buffers = null;
   let buffersOf = null;
-  groups.forEach((g, index) => {
+  for (const [index, g] of groups.entries()) {
     const def = SHAPES[g.shape];
     if (buffersOf !== g.shape) {
       buffers = null; // let the previous shape's arrays go before allocating the next
-      onednnHandles.clear();
+      for (const rival of rivals) rival.newShape();
       buffers = shapeBuffers(def);
       buffersOf = g.shape;
       // Backward needs saved statistics from a training forward.
@@ -264,7 +343,7 @@ function main() {
       prepare: () => {
         settle();
         bnkit.setIsa(isa);
-        if (onednn) run();
+        if (withRivals) run();
       },
       measure: (calls) => {
         const start = process.hrtime.bigint();
@@ -275,27 +354,9 @@ function main() {
     const bytes = b.elements * 4;
     participants.push({ name: 'copy', prepare: settle, measure: (calls) => native.streamCopy(b.x, b.y, calls) });
     if (bytes >= DRAM_BYTES) participants.push({ name: 'copy-nt', prepare: settle, measure: (calls) => native.streamCopy(b.x, b.y, calls, true) });
-    if (onednn) {
-      // oneDNN fixes a primitive's thread count when it creates it.
-      onednn.setThreads(g.threads);
-      const handleKey = `${g.layout}|${g.threads}`;
-      if (!onednnHandles.has(handleKey)) {
-        const h = onednn.create(b.x, b.dy, def.n, def.c, def.spatial, channelsLast, b.gamma, b.beta);
-        onednnHandles.set(handleKey, h);
-        onednnInfo.implementations[`${g.shape} ${g.layout}`] = onednn.implementation(h);
-      }
-      const h = onednnHandles.get(handleKey);
-      participants.push({
-        name: 'oneDNN',
-        prepare: () => {
-          settle();
-          onednn.run(h, g.op, 1);
-        },
-        measure: (calls) => onednn.run(h, g.op, calls),
-      });
-    }
+    for (const rival of rivals) participants.push(await rival.participant(g, b, def, channelsLast));
     const t0 = performance.now();
-    const measured = interleave(participants, plan);
+    const measured = await interleave(participants, plan);
     bnkit.setIsa(defaultIsa);
 
     const copyRecords = {};
@@ -306,14 +367,18 @@ function main() {
       };
       copies.push(copyRecords[copy.name]);
     }
-    const onednnMeasured = measured.find((m) => m.name === 'oneDNN');
-    if (onednnMeasured) {
-      onednnResults.push({
-        shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads,
-        implementation: onednnInfo.implementations[`${g.shape} ${g.layout}`],
-        ...secondsStats(onednnMeasured.stats), samples: onednnMeasured.stats.n, callsPerSample: onednnMeasured.callsPerSample,
+    const rivalMeasured = {};
+    for (const rival of rivals) {
+      const m = measured.find((p) => p.name === rival.name);
+      rivalMeasured[rival.key] = m;
+      rival.rows.push({
+        shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads, ...rival.rowExtra(g),
+        ...secondsStats(m.stats), samples: m.stats.n, callsPerSample: m.callsPerSample,
       });
     }
+    const versus = (key, m) => (rivalMeasured[key]
+      ? { medianUs: rivalMeasured[key].stats.median * 1e6, speedup: rivalMeasured[key].stats.median / m.stats.median }
+      : null);
     for (const m of measured.slice(0, isas.length)) {
       results.push({
         shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads, isa: m.name,
@@ -321,16 +386,16 @@ function main() {
         ...secondsStats(m.stats), samples: m.stats.n, callsPerSample: m.callsPerSample,
         copySameGbps: copyRecords.copy.gbps,
         copyDramInterleavedGbps: copyRecords['copy-nt']?.gbps ?? null,
-        onednn: onednnMeasured
-          ? { medianUs: onednnMeasured.stats.median * 1e6, speedup: onednnMeasured.stats.median / m.stats.median }
-          : null,
+        onednn: versus('onednn', m),
+        pytorch: versus('pytorch', m),
       });
     }
     process.stderr.write(`[${index + 1}/${groups.length}] ${g.shape} ${g.layout} ${g.op} threads=${g.threads}: ` +
       `${measured.map((m) => `${m.name} ${microseconds(m.stats.median)} us`).join(', ')} ` +
       `(${measured[0].stats.n} rounds, ${((performance.now() - t0) / 1e3).toFixed(1)} s)\n`);
-  });
+  }
   buffers = null;
+  for (const rival of rivals) await rival.close();
 
   // Derived figures, once every DRAM sample is in.
   const dramStats = (samples) => {
@@ -358,17 +423,23 @@ function main() {
 
   const summary = targetSummary(results, defaultIsa);
   const elapsedSec = (performance.now() - started) / 1e3;
-  printReport(args, results, dram, summary, elapsedSec, loadAverageAtStart);
+  printReport(args, results, dram, summary, elapsedSec, loadAverageAtStart, rivals);
   writeJsonAtomic(args.json, {
     benchmark: 'bn',
     machine: machineInfo({ isas: available, defaultIsa, hardwareThreads: native.hardwareThreads, loadAverageAtStart }, repo),
-    options: { quick: args.quick, isas, threads: args.threads, shapes: args.shapes, ops: args.ops, layouts: args.layouts, onednn: args.onednn, plan },
+    options: {
+      quick: args.quick, isas, threads: args.threads, shapes: args.shapes, ops: args.ops, layouts: args.layouts,
+      onednn: args.onednn, pytorch: args.pytorch, plan,
+    },
     units: { time: 'microseconds', bandwidth: 'GB/s (1e9 bytes/s) of minimal traffic: fwd 2x tensor bytes, bwd 3x; copy: read + write = 2x' },
     elapsedSec,
     copyDram: dram,
     copySameSize: copies,
     results,
-    onednn: onednnInfo ? { ...onednnInfo, note: 'the system oneDNN, timed in this run, interleaved sample for sample with bnkit (same buffers contents, same threads)', results: onednnResults } : null,
+    ...Object.fromEntries(['onednn', 'pytorch'].map((key) => {
+      const rival = rivals.find((r) => r.key === key);
+      return [key, rival ? { ...rival.info, note: rival.note, results: rival.rows } : null];
+    })),
     references: { note: 'Recorded on this machine type by the issue author (issue 2); not measured in this run.', figures: REFERENCES },
     summary,
   });
@@ -390,28 +461,34 @@ function targetSummary(results, defaultIsa) {
     const speedup = ref.us / best.medianUs;
     targets.push({ ...ref, isa: best.isa, oursUs: best.medianUs, speedup, met: speedup >= ref.goal });
   }
-  // Against oneDNN timed in this run (--onednn), for every configuration measured.
-  const sideBySide = [];
-  const seen = new Set();
-  for (const r of results) {
-    const cfg = `${r.shape}|${r.layout}|${r.op}|${r.threads}`;
-    if (r.onednn === null || seen.has(cfg)) continue;
-    seen.add(cfg);
-    const best = pickBest(results.filter((q) => `${q.shape}|${q.layout}|${q.op}|${q.threads}` === cfg));
-    sideBySide.push({
-      shape: r.shape, layout: r.layout, op: r.op, threads: r.threads, isa: best.isa, oursUs: best.medianUs,
-      onednnUs: best.onednn.medianUs, speedup: best.onednn.speedup, faster: best.onednn.speedup > 1,
-    });
-  }
+  // Against a library timed in this run (--onednn, --pytorch), every configuration measured.
+  const sideBySide = (key) => {
+    const rows = [];
+    const seen = new Set();
+    for (const r of results) {
+      const cfg = `${r.shape}|${r.layout}|${r.op}|${r.threads}`;
+      if (r[key] === null || seen.has(cfg)) continue;
+      seen.add(cfg);
+      const best = pickBest(results.filter((q) => `${q.shape}|${q.layout}|${q.op}|${q.threads}` === cfg));
+      rows.push({
+        shape: r.shape, layout: r.layout, op: r.op, threads: r.threads, isa: best.isa, oursUs: best.medianUs,
+        theirUs: best[key].medianUs, speedup: best[key].speedup, faster: best[key].speedup > 1,
+      });
+    }
+    return rows;
+  };
   const s3Isa = results.some((r) => r.isa === defaultIsa) ? defaultIsa : null;
   const s3 = results.filter((r) => r.shape === 'S3' && (s3Isa === null || r.isa === s3Isa)).map((r) => ({
     layout: r.layout, op: r.op, threads: r.threads, isa: r.isa, gbps: r.gbps, ratioCopyDram: r.ratioCopyDram,
     ratioCopySameMemcpy: r.ratioCopySame, met: r.ratioCopyDram >= S3_COPY_GOAL,
   }));
-  return { targets, onednnSideBySide: sideBySide, s3CopyRatio: { goal: S3_COPY_GOAL, rows: s3 } };
+  return {
+    targets, onednnSideBySide: sideBySide('onednn'), pytorchSideBySide: sideBySide('pytorch'),
+    s3CopyRatio: { goal: S3_COPY_GOAL, rows: s3 },
+  };
 }
 
-function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStart) {
+function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStart, rivals) {
   const out = [];
   out.push(`bnkit batch-norm benchmark  (${args.quick ? 'QUICK: rough numbers' : 'full'}; ${elapsedSec.toFixed(0)} s)`);
   out.push('median of interleaved samples; IQR% = interquartile range / median; GB/s of minimal traffic');
@@ -439,7 +516,9 @@ function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStar
     { key: 'dram', title: 'xDRAM' }, { key: 'copy', title: 'copy GB/s' }, { key: 'same', title: 'xsame' },
     { key: 'scalar', title: 'xscalar' }, { key: 'ref', title: 'ref us', align: 'left' }, { key: 'refx', title: 'ref/us' },
   ];
-  if (args.onednn) columns.push({ key: 'dnnl', title: 'oneDNN us' }, { key: 'dnnlx', title: 'oneDNN/us' });
+  for (const rival of rivals) {
+    columns.push({ key: `${rival.key}Us`, title: `${rival.name} us` }, { key: `${rival.key}X`, title: `${rival.name}/us` });
+  }
   const rows = [];
   let last = null;
   for (const r of results) {
@@ -452,8 +531,10 @@ function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStar
       copy: fixed(r.copySameGbps, 1), same: fixed(r.ratioCopySame, 2), scalar: fixed(r.speedupVsScalar, 1),
       ref: r.reference ? `${r.reference.us} ${r.reference.source.startsWith('oneDNN') ? 'oneDNN' : 'PyTorch'}` : '',
       refx: r.reference ? fixed(r.reference.speedup, 2) : '',
-      dnnl: r.onednn ? microseconds(r.onednn.medianUs * 1e-6) : '',
-      dnnlx: r.onednn ? fixed(r.onednn.speedup, 2) : '',
+      ...Object.fromEntries(rivals.flatMap((rival) => [
+        [`${rival.key}Us`, r[rival.key] ? microseconds(r[rival.key].medianUs * 1e-6) : ''],
+        [`${rival.key}X`, r[rival.key] ? fixed(r[rival.key].speedup, 2) : ''],
+      ])),
     });
   }
   out.push(formatTable(columns, rows));
@@ -469,14 +550,16 @@ function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStar
       ours: microseconds(t.oursUs * 1e-6), x: `${fixed(t.speedup, 2)}x`, goal: `>=${t.goal}x`, met: t.met ? 'yes' : 'NO',
     }))));
   }
-  if (summary.onednnSideBySide.length > 0) {
+  for (const rival of rivals) {
+    const rows = summary[`${rival.key}SideBySide`];
+    if (rows.length === 0) continue;
     out.push('');
-    out.push('Side by side with oneDNN (the system library, timed in THIS run, interleaved sample for sample):');
+    out.push(`Side by side with ${rival.name} ${rival.info.version} (timed in THIS run, interleaved sample for sample):`);
     out.push(formatTable([
-      { key: 'cfg', title: 'config', align: 'left' }, { key: 'dnnl', title: 'oneDNN us' }, { key: 'ours', title: 'bnkit us' },
+      { key: 'cfg', title: 'config', align: 'left' }, { key: 'theirs', title: `${rival.name} us` }, { key: 'ours', title: 'bnkit us' },
       { key: 'x', title: 'speed-up' }, { key: 'faster', title: 'bnkit faster', align: 'left' },
-    ], summary.onednnSideBySide.map((t) => ({
-      cfg: `${t.shape} ${t.layout} ${t.op} ${t.threads}t ${t.isa}`, dnnl: microseconds(t.onednnUs * 1e-6),
+    ], rows.map((t) => ({
+      cfg: `${t.shape} ${t.layout} ${t.op} ${t.threads}t ${t.isa}`, theirs: microseconds(t.theirUs * 1e-6),
       ours: microseconds(t.oursUs * 1e-6), x: `${fixed(t.speedup, 2)}x`, faster: t.faster ? 'yes' : 'NO',
     }))));
   }
@@ -495,4 +578,4 @@ function printReport(args, results, dram, summary, elapsedSec, loadAverageAtStar
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
-main();
+await main();

@@ -13,14 +13,13 @@
 // machine's load: the issue's epoch target is a fixed number of seconds, and
 // this shared machine's speed swings by tens of percent.
 import { createRequire } from 'node:module';
-import { spawn, spawnSync } from 'node:child_process';
-import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseFlags, exitUsage, UsageError } from './lib/cli.mjs';
 import { machineInfo, writeJsonAtomic, formatTable, fixed } from './lib/report.mjs';
 import { summarize } from './lib/stats.mjs';
+import { findTorchPython, startTorchWorker } from './lib/torch-worker.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -230,36 +229,14 @@ function describe(layer) {
 
 // ------------------------------------------------------- PyTorch side by side
 
-/** The first python that imports torch: --python, $BNKIT_PYTHON, python3, /usr/bin/python3. */
-function findTorchPython() {
-  const candidates = flags.python ? [flags.python] : [process.env.BNKIT_PYTHON, 'python3', '/usr/bin/python3'].filter(Boolean);
-  for (const python of candidates) {
-    const probe = spawnSync(python, ['-c', 'import torch, numpy'], { stdio: 'ignore' });
-    if (probe.status === 0) return python;
-  }
-  throw new Error(`--pytorch needs a python with torch and numpy; tried ${candidates.join(', ')} (set --python or BNKIT_PYTHON)`);
-}
-
 /** Training steps of bnkit and of PyTorch in alternating rounds: ms per step and the per-round ratio. */
 async function sideBySide() {
-  const python = findTorchPython();
-  const worker = spawn(python, [path.join(here, 'lib', 'torch_steps.py'), '--model', model, '--batch-size', String(batchSize),
-    '--threads', String(bnkit.getNumThreads()), '--data', flags.data ?? bnkit.defaultMnistDir()], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const exited = new Promise((resolve) => worker.on('exit', (code) => resolve(code)));
-  const lines = readline.createInterface({ input: worker.stdout })[Symbol.asyncIterator]();
-  const reply = async (prefix) => {
-    const line = await lines.next();
-    if (line.done || !line.value.startsWith(prefix)) {
-      throw new Error(`the PyTorch worker (${python}) ${line.done ? `exited with status ${await exited}` : `said '${line.value}'`}`);
-    }
-    return line.value.slice(prefix.length);
-  };
+  const python = findTorchPython(flags.python, 'torch, numpy');
+  const worker = await startTorchWorker(python, path.join(here, 'lib', 'torch_steps.py'), ['--model', model, '--batch-size',
+    String(batchSize), '--threads', String(bnkit.getNumThreads()), '--data', flags.data ?? bnkit.defaultMnistDir()]);
   try {
-    const torchVersion = await reply('ready ');
-    const torchSteps = async (count) => {
-      worker.stdin.write(`steps ${count}\n`);
-      return Number(await reply('ms ')) / count;
-    };
+    const torchVersion = worker.version;
+    const torchSteps = async (count) => Number(await worker.request(`steps ${count}`, 'ms ')) / count;
     const net = bnkit.buildModel(model, { seed: 0 });
     const optimizer = new bnkit.SGD(net, { lr: 0.05, momentum: 0.9 });
     const loss = new bnkit.CrossEntropyLoss();
@@ -292,8 +269,7 @@ async function sideBySide() {
       rounds.push({ bnkitMs, torchMs, ratio: torchMs / bnkitMs });
       process.stderr.write(`round ${r + 1}/${flags.roundCount}: bnkit ${bnkitMs.toFixed(2)} ms/step, PyTorch ${torchMs.toFixed(2)} ms/step\n`);
     }
-    worker.stdin.write('quit\n');
-    await exited;
+    await worker.close();
     const median = (key) => summarize(rounds.map((r) => r[key])).median;
     return {
       torch: torchVersion, python, model, batchSize, threads: bnkit.getNumThreads(),

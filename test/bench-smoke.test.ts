@@ -72,10 +72,66 @@ describe('bench/run.mjs', () => {
       const first = batchNormForward(x, { training: true }).y.data.slice();
       for (let i = 0; i < 20; i++) {
         native.parkWorkers();
-        expect(batchNormForward(x, { training: true }).y.data).toEqual(first);
+        const y = batchNormForward(x, { training: true }).y.data;
+        let differing = 0;
+        for (let j = 0; j < y.length; j++) if (!Object.is(y[j], first[j])) differing++;
+        expect(differing, `call ${i}`).toBe(0);
       }
     } finally {
       setNumThreads(before);
+    }
+  });
+
+  it('bn --pytorch interleaves a PyTorch worker and reports its figures and the ratios', () => {
+    // A stand-in for python: answers the import probe, then speaks
+    // bench/lib/torch_bn.py's protocol with 1 ms per call.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bnkit-bench-torch-bn-'));
+    const fake = path.join(dir, 'python');
+    fs.writeFileSync(fake, [
+      '#!/usr/bin/env bash',
+      'if [ "$1" = "-c" ]; then exit 0; fi',
+      'echo "ready fake-2.0"',
+      'while read -r cmd rest; do',
+      '  case "$cmd" in',
+      '    quit) exit 0 ;;',
+      '    setup) echo "$rest" >> "$(dirname "$0")/setups"; echo ok ;;',
+      '    run) echo "s 0.001" ;;',
+      '  esac',
+      'done',
+    ].join('\n'), { mode: 0o755 });
+    const json = path.join(dir, 'bn.json');
+    const run = (...args: string[]) => runBench(['bn', '--quick', '--shapes', 'S5', '--threads', '1', '--json', json, ...args]);
+    try {
+      const r = run('--isa', availableIsas()[0], '--pytorch', '--python', fake);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain('Side by side with PyTorch fake-2.0');
+      // One setup per layout, in the worker's argument order: N C threads channelsLast spatial...
+      expect(fs.readFileSync(path.join(dir, 'setups'), 'utf8').trim().split('\n')).toEqual(['8 256 1 0 7 7', '8 256 1 1 7 7']);
+      const out = JSON.parse(fs.readFileSync(json, 'utf8'));
+      expect(out.options.pytorch).toBe(true);
+      expect(out.pytorch).toMatchObject({ version: 'fake-2.0', python: fake });
+      expect(out.pytorch.results).toHaveLength(2 * 3);
+      for (const row of out.pytorch.results) expect(row.medianUs).toBeCloseTo(1000, 6);
+      for (const row of out.results) {
+        expect(row.pytorch.medianUs).toBeCloseTo(1000, 6);
+        expect(row.pytorch.speedup).toBeCloseTo(1000 / row.medianUs, 6);
+        expect(row.onednn).toBeNull();
+      }
+      expect(out.summary.pytorchSideBySide).toHaveLength(2 * 3);
+
+      fs.writeFileSync(fake, '#!/usr/bin/env bash\nif [ "$1" = "-c" ]; then exit 0; fi\necho "hello"\n', { mode: 0o755 });
+      const broken = run('--pytorch', '--python', fake);
+      expect(broken.status).toBe(1);
+      expect(broken.stderr).toContain("--pytorch: the PyTorch worker (" + fake + ") said 'hello'");
+      fs.writeFileSync(fake, '#!/usr/bin/env bash\nexit 1\n', { mode: 0o755 });
+      const missing = run('--pytorch', '--python', fake);
+      expect(missing.status).toBe(1);
+      expect(missing.stderr).toContain('--pytorch needs a python with torch');
+      const stray = run('--python', fake);
+      expect(stray.status).toBe(2);
+      expect(stray.stderr).toContain('--python goes with --pytorch');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

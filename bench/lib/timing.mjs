@@ -12,14 +12,16 @@ export function timeCalls(fn, calls) {
 
 /**
  * A participant measures itself: `measure(calls)` performs `calls` operations
- * and returns seconds per operation. `prepare()` (optional, untimed) runs
- * before each sample, e.g. to switch the kernel ISA.
+ * and returns (or resolves to) seconds per operation. `prepare()` (optional,
+ * untimed, may return a promise) runs before each sample, e.g. to switch the
+ * kernel ISA. A participant in another process (a PyTorch worker) times its
+ * calls itself, so the round trip to it is not part of its figure.
  *
  * @param {{name: string, measure: (calls: number) => number, prepare?: () => void}[]} participants
  * @param {{budgetSec: number, minRounds: number, maxRounds: number, sampleSec: number, warmupSec: number}} plan
  * @returns {{name: string, callsPerSample: number, samples: number[], stats: ReturnType<typeof summarize>}[]}
  */
-export function interleave(participants, plan) {
+export async function interleave(participants, plan) {
   const state = participants.map((p) => ({ p, callsPerSample: 1, samples: [] }));
   // Warm-up doubles as the estimate that sizes a sample: enough calls that
   // timer overhead and the first call after a switch are negligible.
@@ -28,8 +30,8 @@ export function interleave(participants, plan) {
     let estimate = Infinity;
     let calls = 0;
     do {
-      s.p.prepare?.();
-      estimate = Math.min(estimate, s.p.measure(1));
+      await s.p.prepare?.();
+      estimate = Math.min(estimate, await s.p.measure(1));
       calls++;
     } while (calls < 3 || (performance.now() < until && calls < 1000));
     s.callsPerSample = Math.max(1, Math.min(10000, Math.round(plan.sampleSec / estimate)));
@@ -40,8 +42,8 @@ export function interleave(participants, plan) {
     // Rotate who goes first so no participant always follows the same one.
     for (let k = 0; k < state.length; k++) {
       const s = state[(round + k) % state.length];
-      s.p.prepare?.();
-      s.samples.push(s.p.measure(s.callsPerSample));
+      await s.p.prepare?.();
+      s.samples.push(await s.p.measure(s.callsPerSample));
     }
   }
   return state.map((s) => ({
