@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { fakePythonDir } from './fake-python';
 
 const repo = path.resolve(__dirname, '..');
 
@@ -39,17 +40,12 @@ describe('npm run bench -- mnist', () => {
   it('--pytorch alternates rounds with a PyTorch worker and reports the per-round speed-up', () => {
     // A stand-in for python: answers the import probe, then speaks the
     // worker's protocol (bench/lib/torch_steps.py) with 40 ms per step.
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bnkit-bench-torch-'));
-    const fake = path.join(dir, 'python');
-    fs.writeFileSync(fake, [
-      '#!/usr/bin/env bash',
-      'if [ "$1" = "-c" ]; then exit 0; fi',
-      'echo "ready fake-1.0"',
+    const { dir, python: fake } = fakePythonDir('fake-1.0', [
       'while read -r cmd n; do',
       '  if [ "$cmd" = quit ]; then exit 0; fi',
       '  echo "ms $((n * 40))"',
       'done',
-    ].join('\n'), { mode: 0o755 });
+    ]);
     const json = path.join(dir, 'mnist.json');
     const run = (...args: string[]) => spawnSync(process.execPath, [path.join(repo, 'bench', 'run.mjs'), 'mnist', ...args],
       { cwd: repo, encoding: 'utf8', timeout: 120_000 });

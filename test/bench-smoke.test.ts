@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { fakePythonDir } from './fake-python';
 import { Tensor, availableIsas, batchNormForward, getNumThreads, setNumThreads } from '../lib/index';
 import { native } from '../lib/native';
 
@@ -85,12 +86,7 @@ describe('bench/run.mjs', () => {
   it('bn --pytorch interleaves a PyTorch worker and reports its figures and the ratios', () => {
     // A stand-in for python: answers the import probe, then speaks
     // bench/lib/torch_bn.py's protocol with 1 ms per call.
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bnkit-bench-torch-bn-'));
-    const fake = path.join(dir, 'python');
-    fs.writeFileSync(fake, [
-      '#!/usr/bin/env bash',
-      'if [ "$1" = "-c" ]; then exit 0; fi',
-      'echo "ready fake-2.0"',
+    const { dir, python: fake } = fakePythonDir('fake-2.0', [
       'while read -r cmd rest; do',
       '  case "$cmd" in',
       '    quit) exit 0 ;;',
@@ -98,7 +94,7 @@ describe('bench/run.mjs', () => {
       '    run) echo "s 0.001" ;;',
       '  esac',
       'done',
-    ].join('\n'), { mode: 0o755 });
+    ]);
     const json = path.join(dir, 'bn.json');
     const run = (...args: string[]) => runBench(['bn', '--quick', '--shapes', 'S5', '--threads', '1', '--json', json, ...args]);
     try {
