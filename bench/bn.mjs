@@ -276,10 +276,11 @@ async function main() {
   const pause = new Int32Array(new SharedArrayBuffer(4));
   const withRivals = args.onednn || args.pytorch;
   const settle = withRivals ? () => { native.parkWorkers(); Atomics.wait(pause, 0, 0, 1); } : () => {};
-  // OpenMP's idle workers spin ~300,000 pauses by default before they sleep;
-  // 10,000 (a fraction of a millisecond) still covers the gaps between
-  // back-to-back calls within a sample. libgomp reads it when it loads.
-  process.env.GOMP_SPINCOUNT ??= '10000';
+  // OpenMP's idle workers (oneDNN's here, PyTorch's in its worker) spin
+  // ~300,000 pauses by default before they sleep; 10,000 (a fraction of a
+  // millisecond) still covers the gaps between back-to-back calls within a
+  // sample. libgomp reads it when it loads.
+  if (withRivals) process.env.GOMP_SPINCOUNT ??= '10000';
   const rivals = [];
   const requested = [['onednn', () => oneDnnRival(settle)], ['pytorch', () => pyTorchRival(args.python, settle)]];
   for (const [flag, start] of requested.filter(([flag]) => args[flag])) {
