@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { parseFlags, exitUsage, UsageError } from './lib/cli.mjs';
 import { interleave } from './lib/timing.mjs';
 import { loadOneDnn } from './lib/onednn.mjs';
-import { findTorchPython, startTorchWorker } from './lib/torch-worker.mjs';
+import { TorchWorkerError, findTorchPython, startTorchWorker } from './lib/torch-worker.mjs';
 import { summarize } from './lib/stats.mjs';
 import { machineInfo, writeJsonAtomic, formatTable, fixed, microseconds } from './lib/report.mjs';
 
@@ -184,41 +184,50 @@ function opRunner(bnkit, op, b, shape, channelsLast) {
 
 // ----------------------------------------------------- other libraries
 
+function exitRivalFailed(flag, error) {
+  process.stderr.write(`error: ${error.message.startsWith(`--${flag}`) ? '' : `--${flag}: `}${error.message}\n`);
+  process.exit(1);
+}
+
 // A library timed next to bnkit: participant() gives its interleave()
 // participant for a group (same shape, layout, threads and op), rows collects
 // its figures, rowExtra(g) adds what it says about itself to a row.
 
 function oneDnnRival(settle) {
   const lib = loadOneDnn();
-  const handles = new Map();
-  const info = { version: lib.version(), implementations: {} };
-  const implementationKey = (g) => `${g.shape} ${g.layout}`;
+  // One handle at a time: groups come shape by shape, layout by layout and
+  // thread count by thread count (oneDNN fixes a primitive's thread count
+  // when it creates it), and S3's handle holds four 103 MB tensors.
+  let current = null;
+  const drop = () => {
+    if (current) lib.release(current.handle);
+    current = null;
+  };
   return {
-    key: 'onednn', name: 'oneDNN', info, rows: [],
+    key: 'onednn', name: 'oneDNN', info: { version: lib.version() }, rows: [],
     note: 'the system oneDNN, timed in this run, interleaved sample for sample with bnkit (same data, same threads)',
-    newShape: () => handles.clear(),
+    newShape: drop,
     participant(g, b, def, channelsLast) {
-      // oneDNN fixes a primitive's thread count when it creates it.
-      lib.setThreads(g.threads);
-      const handleKey = `${g.layout}|${g.threads}`;
-      if (!handles.has(handleKey)) {
-        const h = lib.create(b.x, b.dy, def.n, def.c, def.spatial, channelsLast, b.gamma, b.beta);
-        handles.set(handleKey, h);
-        info.implementations[implementationKey(g)] = lib.implementation(h);
+      const key = `${g.shape}|${g.layout}|${g.threads}`;
+      if (current?.key !== key) {
+        drop();
+        lib.setThreads(g.threads);
+        const handle = lib.create(b.x, b.dy, def.n, def.c, def.spatial, channelsLast, b.gamma, b.beta);
+        current = { key, handle, implementation: lib.implementation(handle) };
       }
-      const h = handles.get(handleKey);
+      const { handle } = current;
       return {
         name: 'oneDNN',
         prepare: () => {
           settle();
-          lib.run(h, g.op, 1);
+          lib.run(handle, g.op, 1);
         },
-        measure: (calls) => lib.run(h, g.op, calls),
+        measure: (calls) => lib.run(handle, g.op, calls),
       };
     },
-    rowExtra: (g) => ({ implementation: info.implementations[implementationKey(g)] }),
-    close: () => {},
-    kill: () => {},
+    rowExtra: (g) => ({ implementation: current.implementation[g.op] }),
+    close: drop,
+    kill: drop,
   };
 }
 
@@ -288,8 +297,7 @@ async function main() {
       rivals.push(await start());
     } catch (error) {
       for (const rival of rivals) rival.kill();
-      process.stderr.write(`error: --${flag}: ${error.message}\n`);
-      process.exit(1);
+      exitRivalFailed(flag, error);
     }
   }
 
@@ -315,85 +323,91 @@ async function main() {
   const copies = [];
   let buffers = null;
   let buffersOf = null;
-  for (const [index, g] of groups.entries()) {
-    const def = SHAPES[g.shape];
-    if (buffersOf !== g.shape) {
-      buffers = null; // let the previous shape's arrays go before allocating the next
-      for (const rival of rivals) rival.newShape();
-      buffers = shapeBuffers(def);
-      buffersOf = g.shape;
-      // Backward needs saved statistics from a training forward.
-      bnkit.batchNormForward(new bnkit.Tensor(buffers.x, [def.n, def.c, ...def.spatial]), {
-        training: true, weight: buffers.gamma, bias: buffers.beta, out: buffers.y,
-        saveMean: buffers.saveMean, saveInvstd: buffers.saveInvstd,
-      });
-    }
-    const b = buffers;
-    const channelsLast = g.layout === 'NHWC';
-    const shape = channelsLast ? [def.n, ...def.spatial, def.c] : [def.n, def.c, ...def.spatial];
-    bnkit.setNumThreads(g.threads);
-    const dramNow = dramSamples.get(g.threads);
-    const streamFirst = index % 2 === 0;
-    if (streamFirst) dramNow.stream.push(native.streamCopy(dramSrc, dramDst, dramRepsPerGroup, true));
-    dramNow.memcpy.push(native.streamCopy(dramSrc, dramDst, dramRepsPerGroup));
-    if (!streamFirst) dramNow.stream.push(native.streamCopy(dramSrc, dramDst, dramRepsPerGroup, true));
+  try {
+    for (const [index, g] of groups.entries()) {
+      const def = SHAPES[g.shape];
+      if (buffersOf !== g.shape) {
+        buffers = null; // let the previous shape's arrays go before allocating the next
+        for (const rival of rivals) rival.newShape();
+        buffers = shapeBuffers(def);
+        buffersOf = g.shape;
+        // Backward needs saved statistics from a training forward.
+        bnkit.batchNormForward(new bnkit.Tensor(buffers.x, [def.n, def.c, ...def.spatial]), {
+          training: true, weight: buffers.gamma, bias: buffers.beta, out: buffers.y,
+          saveMean: buffers.saveMean, saveInvstd: buffers.saveInvstd,
+        });
+      }
+      const b = buffers;
+      const channelsLast = g.layout === 'NHWC';
+      const shape = channelsLast ? [def.n, ...def.spatial, def.c] : [def.n, def.c, ...def.spatial];
+      bnkit.setNumThreads(g.threads);
+      const dramNow = dramSamples.get(g.threads);
+      const streamFirst = index % 2 === 0;
+      if (streamFirst) dramNow.stream.push(native.streamCopy(dramSrc, dramDst, dramRepsPerGroup, true));
+      dramNow.memcpy.push(native.streamCopy(dramSrc, dramDst, dramRepsPerGroup));
+      if (!streamFirst) dramNow.stream.push(native.streamCopy(dramSrc, dramDst, dramRepsPerGroup, true));
 
-    const run = opRunner(bnkit, g.op, b, shape, channelsLast);
-    const participants = isas.map((isa) => ({
-      name: isa,
-      prepare: () => {
-        settle();
-        bnkit.setIsa(isa);
-        if (withRivals) run();
-      },
-      measure: (calls) => {
-        const start = process.hrtime.bigint();
-        for (let i = 0; i < calls; i++) run();
-        return Number(process.hrtime.bigint() - start) / 1e9 / calls;
-      },
-    }));
-    const bytes = b.elements * 4;
-    participants.push({ name: 'copy', prepare: settle, measure: (calls) => native.streamCopy(b.x, b.y, calls) });
-    if (bytes >= DRAM_BYTES) participants.push({ name: 'copy-nt', prepare: settle, measure: (calls) => native.streamCopy(b.x, b.y, calls, true) });
-    for (const rival of rivals) participants.push(await rival.participant(g, b, def, channelsLast));
-    const t0 = performance.now();
-    const measured = await interleave(participants, plan);
-    bnkit.setIsa(defaultIsa);
+      const run = opRunner(bnkit, g.op, b, shape, channelsLast);
+      const participants = isas.map((isa) => ({
+        name: isa,
+        prepare: () => {
+          settle();
+          bnkit.setIsa(isa);
+          if (withRivals) run();
+        },
+        measure: (calls) => {
+          const start = process.hrtime.bigint();
+          for (let i = 0; i < calls; i++) run();
+          return Number(process.hrtime.bigint() - start) / 1e9 / calls;
+        },
+      }));
+      const bytes = b.elements * 4;
+      participants.push({ name: 'copy', prepare: settle, measure: (calls) => native.streamCopy(b.x, b.y, calls) });
+      if (bytes >= DRAM_BYTES) participants.push({ name: 'copy-nt', prepare: settle, measure: (calls) => native.streamCopy(b.x, b.y, calls, true) });
+      for (const rival of rivals) participants.push(await rival.participant(g, b, def, channelsLast));
+      const t0 = performance.now();
+      const measured = await interleave(participants, plan);
+      bnkit.setIsa(defaultIsa);
 
-    const copyRecords = {};
-    for (const copy of measured.filter((m) => m.name.startsWith('copy'))) {
-      copyRecords[copy.name] = {
-        shape: g.shape, layout: g.layout, op: g.op, threads: g.threads, bytes, nonTemporal: copy.name === 'copy-nt',
-        ...secondsStats(copy.stats), samples: copy.stats.n, gbps: (2 * bytes) / copy.stats.median / 1e9,
-      };
-      copies.push(copyRecords[copy.name]);
+      const copyRecords = {};
+      for (const copy of measured.filter((m) => m.name.startsWith('copy'))) {
+        copyRecords[copy.name] = {
+          shape: g.shape, layout: g.layout, op: g.op, threads: g.threads, bytes, nonTemporal: copy.name === 'copy-nt',
+          ...secondsStats(copy.stats), samples: copy.stats.n, gbps: (2 * bytes) / copy.stats.median / 1e9,
+        };
+        copies.push(copyRecords[copy.name]);
+      }
+      const rivalMeasured = {};
+      for (const rival of rivals) {
+        const m = measured.find((p) => p.name === rival.name);
+        rivalMeasured[rival.key] = m;
+        rival.rows.push({
+          shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads, ...rival.rowExtra(g),
+          ...secondsStats(m.stats), samples: m.stats.n, callsPerSample: m.callsPerSample,
+        });
+      }
+      const versus = (key, m) => (rivalMeasured[key]
+        ? { medianUs: rivalMeasured[key].stats.median * 1e6, speedup: rivalMeasured[key].stats.median / m.stats.median }
+        : null);
+      for (const m of measured.slice(0, isas.length)) {
+        results.push({
+          shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads, isa: m.name,
+          bytes, trafficBytes: TRAFFIC[g.op] * bytes,
+          ...secondsStats(m.stats), samples: m.stats.n, callsPerSample: m.callsPerSample,
+          copySameGbps: copyRecords.copy.gbps,
+          copyDramInterleavedGbps: copyRecords['copy-nt']?.gbps ?? null,
+          onednn: versus('onednn', m),
+          pytorch: versus('pytorch', m),
+        });
+      }
+      process.stderr.write(`[${index + 1}/${groups.length}] ${g.shape} ${g.layout} ${g.op} threads=${g.threads}: ` +
+        `${measured.map((m) => `${m.name} ${microseconds(m.stats.median)} us`).join(', ')} ` +
+        `(${measured[0].stats.n} rounds, ${((performance.now() - t0) / 1e3).toFixed(1)} s)\n`);
     }
-    const rivalMeasured = {};
-    for (const rival of rivals) {
-      const m = measured.find((p) => p.name === rival.name);
-      rivalMeasured[rival.key] = m;
-      rival.rows.push({
-        shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads, ...rival.rowExtra(g),
-        ...secondsStats(m.stats), samples: m.stats.n, callsPerSample: m.callsPerSample,
-      });
-    }
-    const versus = (key, m) => (rivalMeasured[key]
-      ? { medianUs: rivalMeasured[key].stats.median * 1e6, speedup: rivalMeasured[key].stats.median / m.stats.median }
-      : null);
-    for (const m of measured.slice(0, isas.length)) {
-      results.push({
-        shape: g.shape, dims: shape, layout: g.layout, op: g.op, threads: g.threads, isa: m.name,
-        bytes, trafficBytes: TRAFFIC[g.op] * bytes,
-        ...secondsStats(m.stats), samples: m.stats.n, callsPerSample: m.callsPerSample,
-        copySameGbps: copyRecords.copy.gbps,
-        copyDramInterleavedGbps: copyRecords['copy-nt']?.gbps ?? null,
-        onednn: versus('onednn', m),
-        pytorch: versus('pytorch', m),
-      });
-    }
-    process.stderr.write(`[${index + 1}/${groups.length}] ${g.shape} ${g.layout} ${g.op} threads=${g.threads}: ` +
-      `${measured.map((m) => `${m.name} ${microseconds(m.stats.median)} us`).join(', ')} ` +
-      `(${measured[0].stats.n} rounds, ${((performance.now() - t0) / 1e3).toFixed(1)} s)\n`);
+  } catch (error) {
+    for (const rival of rivals) rival.kill();
+    if (error instanceof TorchWorkerError) exitRivalFailed('pytorch', error);
+    throw error;
   }
   buffers = null;
   for (const rival of rivals) await rival.close();

@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { parseFlags, exitUsage, UsageError } from './lib/cli.mjs';
 import { machineInfo, writeJsonAtomic, formatTable, fixed } from './lib/report.mjs';
 import { summarize } from './lib/stats.mjs';
-import { findTorchPython, startTorchWorker } from './lib/torch-worker.mjs';
+import { TorchWorkerError, findTorchPython, startTorchWorker } from './lib/torch-worker.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -330,7 +330,13 @@ console.log(`step: ${fixed(layerResult.stepMs, 3)} ms (${layerResult.steps} step
 
 let pytorch = null;
 if (flags.pytorch) {
-  pytorch = await sideBySide();
+  try {
+    pytorch = await sideBySide();
+  } catch (error) {
+    if (!(error instanceof TorchWorkerError)) throw error;
+    process.stderr.write(`error: ${error.message}\n`);
+    process.exit(1);
+  }
   const steps = Math.ceil(train.labels.length / batchSize);
   console.log(`side by side (${flags.roundCount} alternating rounds, ${pytorch.threads} threads, PyTorch ${pytorch.torch}): ` +
     `bnkit ${fixed(pytorch.bnkitStepMs, 2)} ms/step, PyTorch ${fixed(pytorch.torchStepMs, 2)} ms/step; ` +

@@ -119,6 +119,13 @@ describe('bench/run.mjs', () => {
       const broken = run('--pytorch', '--python', fake);
       expect(broken.status).toBe(1);
       expect(broken.stderr).toContain("--pytorch: the PyTorch worker (" + fake + ") said 'hello'");
+      // A worker that goes away between requests: the next write fails (EPIPE) and its exit is reported.
+      fs.writeFileSync(fake, '#!/usr/bin/env bash\nif [ "$1" = "-c" ]; then exit 0; fi\necho "ready fake-2.0"\nread -r line\necho ok\nexit 3\n',
+        { mode: 0o755 });
+      const gone = run('--pytorch', '--python', fake);
+      expect(gone.status).toBe(1);
+      expect(gone.stderr).toContain(`error: --pytorch: the PyTorch worker (${fake}) exited with status 3`);
+      expect(gone.stderr).not.toMatch(/EPIPE|\n\s+at /);
       fs.writeFileSync(fake, '#!/usr/bin/env bash\nexit 1\n', { mode: 0o755 });
       const missing = run('--pytorch', '--python', fake);
       expect(missing.status).toBe(1);

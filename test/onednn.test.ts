@@ -23,7 +23,8 @@ interface OneDnn {
   run(handle: unknown, op: string, calls: number): number;
   outputs(handle: unknown): Record<'y' | 'mean' | 'variance' | 'dx' | 'dgamma' | 'dbeta', Float32Array>;
   setThreads(n: number): void;
-  implementation(handle: unknown): string;
+  implementation(handle: unknown): Record<'fwd-train' | 'fwd-eval' | 'bwd', string>;
+  release(handle: unknown): void;
   version(): string;
 }
 
@@ -85,8 +86,8 @@ describe.skipIf(!installed && !required)('oneDNN cross-check', () => {
       const dy = seeded(size, 7 + n, 0, 2);
       const gamma = seeded(c, 3, 1, 1);
       const beta = seeded(c, 5, 0, 1);
-      const h = onednn.create(x, dy, n, c, spatial, channelsLast, gamma, beta);
       onednn.setThreads(2);
+      const h = onednn.create(x, dy, n, c, spatial, channelsLast, gamma, beta);
       expect(onednn.run(h, 'fwd-train', 1)).toBeGreaterThan(0);
       expect(onednn.run(h, 'bwd', 1)).toBeGreaterThan(0);
       const ref = onednn.outputs(h);
@@ -124,6 +125,11 @@ describe.skipIf(!installed && !required)('oneDNN cross-check', () => {
     expect(() => onednn.run(h, 'sideways', 1)).toThrow(/op must be/);
     expect(() => onednn.run(h, 'bwd', 0)).toThrow(/calls must be >= 1/);
     expect(() => onednn.run({}, 'bwd', 1)).toThrow(/handle/);
+    expect(() => onednn.create(x, x, 2, 3, 2 as unknown as number[], false, new Float32Array(3), new Float32Array(3))).toThrow(/spatial must be an array/);
+    expect(Object.keys(onednn.implementation(h)).sort()).toEqual(['bwd', 'fwd-eval', 'fwd-train']);
+    onednn.release(h);
+    expect(() => onednn.run(h, 'bwd', 1)).toThrow(/released/);
+    expect(() => onednn.outputs(h)).toThrow(/released/);
   });
 
   it('bench bn --onednn times oneDNN side by side and reports the ratios', () => {

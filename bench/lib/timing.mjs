@@ -17,9 +17,9 @@ export function timeCalls(fn, calls) {
  * kernel ISA. A participant in another process (a PyTorch worker) times its
  * calls itself, so the round trip to it is not part of its figure.
  *
- * @param {{name: string, measure: (calls: number) => number, prepare?: () => void}[]} participants
+ * @param {{name: string, measure: (calls: number) => number | Promise<number>, prepare?: () => void | Promise<void>}[]} participants
  * @param {{budgetSec: number, minRounds: number, maxRounds: number, sampleSec: number, warmupSec: number}} plan
- * @returns {{name: string, callsPerSample: number, samples: number[], stats: ReturnType<typeof summarize>}[]}
+ * @returns {Promise<{name: string, callsPerSample: number, samples: number[], stats: ReturnType<typeof summarize>}[]>}
  */
 export async function interleave(participants, plan) {
   const state = participants.map((p) => ({ p, callsPerSample: 1, samples: [] }));

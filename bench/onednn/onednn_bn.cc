@@ -12,8 +12,10 @@
 //     scale/shift gradients)
 //   run(handle, op, calls) -> seconds per call; op 'fwd-train' | 'fwd-eval' | 'bwd'
 //   outputs(handle) -> { y, mean, variance, dx, dgamma, dbeta } as copies
+//   implementation(handle) -> { 'fwd-train', 'fwd-eval', 'bwd' }: oneDNN's kernel names
+//   release(handle): frees its memory now (S3's handles hold 400 MB each)
 //   setThreads(n): for primitives created after it (oneDNN fixes a
-//     primitive's thread count at creation); implementation(handle) -> the kernel's name
+//     primitive's thread count at creation)
 #include <node_api.h>
 #include <omp.h>
 
@@ -34,7 +36,13 @@ struct BatchNorm {
   dnnl::batch_normalization_forward train, infer;
   dnnl::batch_normalization_backward backward;
   std::unordered_map<int, dnnl::memory> trainArgs, inferArgs, backwardArgs;
-  std::string impl;
+  std::string trainImpl, inferImpl, backwardImpl;
+};
+
+// What a JavaScript handle points at: release() empties it before the
+// garbage collector would.
+struct Handle {
+  std::unique_ptr<BatchNorm> bn;
 };
 
 // Errors become JavaScript exceptions; the helpers return false once one is pending.
@@ -74,22 +82,32 @@ napi_value floatsCopy(napi_env env, const dnnl::memory& m, size_t count) {
   return array;
 }
 
-BatchNorm* handleArg(napi_env env, napi_value v) {
+Handle* handleOf(napi_env env, napi_value v) {
   void* p = nullptr;
   if (napi_get_value_external(env, v, &p) != napi_ok || p == nullptr) {
     fail(env, "handle must come from create()");
     return nullptr;
   }
-  return static_cast<BatchNorm*>(p);
+  return static_cast<Handle*>(p);
+}
+
+BatchNorm* handleArg(napi_env env, napi_value v) {
+  Handle* h = handleOf(env, v);
+  if (h == nullptr) return nullptr;
+  if (!h->bn) return fail(env, "handle was released"), nullptr;
+  return h->bn.get();
 }
 
 // The handle of a one-argument call such as outputs(handle), or nullptr with an exception pending.
-BatchNorm* soleHandleArg(napi_env env, napi_callback_info info, const char* usage) {
+bool soleArg(napi_env env, napi_callback_info info, const char* usage, napi_value* arg) {
   size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, arg, nullptr, nullptr);
+  return argc == 1 || fail(env, usage);
+}
+
+BatchNorm* soleHandleArg(napi_env env, napi_callback_info info, const char* usage) {
   napi_value arg;
-  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
-  if (argc != 1) return fail(env, usage), nullptr;
-  return handleArg(env, arg);
+  return soleArg(env, info, usage, &arg) ? handleArg(env, arg) : nullptr;
 }
 
 napi_value Create(napi_env env, napi_callback_info info) {
@@ -106,7 +124,7 @@ napi_value Create(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   uint32_t rank = 0;
-  napi_get_array_length(env, args[4], &rank);
+  if (napi_get_array_length(env, args[4], &rank) != napi_ok) return fail(env, "spatial must be an array"), nullptr;
   dnnl::memory::dims dims = {n, c};
   size_t elements = static_cast<size_t>(n * c);
   for (uint32_t i = 0; i < rank; ++i) {
@@ -118,7 +136,7 @@ napi_value Create(napi_env env, napi_callback_info info) {
     elements *= static_cast<size_t>(d);
   }
   bool channelsLast = false;
-  napi_get_value_bool(env, args[5], &channelsLast);
+  if (napi_get_value_bool(env, args[5], &channelsLast) != napi_ok) return fail(env, "channelsLast must be a boolean"), nullptr;
   if (xLength != elements || dyLength != elements || gammaLength != static_cast<size_t>(c) ||
       betaLength != static_cast<size_t>(c)) {
     return fail(env, "x and dy must hold n*c*prod(spatial) floats, gamma and beta c"), nullptr;
@@ -153,7 +171,9 @@ napi_value Create(napi_env env, napi_callback_info info) {
     bn->train = dnnl::batch_normalization_forward(trainPd);
     bn->infer = dnnl::batch_normalization_forward(inferPd);
     bn->backward = dnnl::batch_normalization_backward(backwardPd);
-    bn->impl = trainPd.impl_info_str();
+    bn->trainImpl = trainPd.impl_info_str();
+    bn->inferImpl = inferPd.impl_info_str();
+    bn->backwardImpl = backwardPd.impl_info_str();
     bn->trainArgs = {{DNNL_ARG_SRC, bn->src},     {DNNL_ARG_DST, bn->dst},   {DNNL_ARG_SCALE, bn->scale},
                      {DNNL_ARG_SHIFT, bn->shift}, {DNNL_ARG_MEAN, bn->mean}, {DNNL_ARG_VARIANCE, bn->variance}};
     bn->inferArgs = bn->trainArgs;
@@ -170,10 +190,13 @@ napi_value Create(napi_env env, napi_callback_info info) {
     // Backward and inference read the statistics of a training call.
     bn->train.execute(bn->stream, bn->trainArgs);
     bn->stream.wait();
+    auto holder = std::make_unique<Handle>(Handle{std::move(bn)});
     napi_value handle;
-    napi_create_external(env, bn.get(), [](napi_env, void* p, void*) { delete static_cast<BatchNorm*>(p); }, nullptr,
-                         &handle);
-    bn.release();
+    if (napi_create_external(env, holder.get(), [](napi_env, void* p, void*) { delete static_cast<Handle*>(p); },
+                             nullptr, &handle) != napi_ok) {
+      return nullptr;
+    }
+    holder.release();
     return handle;
   } catch (const dnnl::error& e) {
     return fail(env, std::string("oneDNN: ") + e.what()), nullptr;
@@ -200,9 +223,13 @@ napi_value Run(napi_env env, napi_callback_info info) {
   if (std::strcmp(op, "bwd") == 0) p = &bn->backward, primitiveArgs = &bn->backwardArgs;
   if (p == nullptr) return fail(env, std::string("op must be fwd-train, fwd-eval or bwd, got ") + op), nullptr;
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < calls; ++i) {
-    p->execute(bn->stream, *primitiveArgs);
-    bn->stream.wait();
+  try {
+    for (int64_t i = 0; i < calls; ++i) {
+      p->execute(bn->stream, *primitiveArgs);
+      bn->stream.wait();
+    }
+  } catch (const dnnl::error& e) {
+    return fail(env, std::string("oneDNN: ") + e.what()), nullptr;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   napi_value result;
@@ -226,12 +253,9 @@ napi_value Outputs(napi_env env, napi_callback_info info) {
 }
 
 napi_value SetThreads(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value arg;
-  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
   int64_t threads = 0;
-  if (argc != 1) return fail(env, "setThreads(n)"), nullptr;
-  if (!intArg(env, arg, "threads", &threads)) return nullptr;
+  if (!soleArg(env, info, "setThreads(n)", &arg) || !intArg(env, arg, "threads", &threads)) return nullptr;
   if (threads < 1) return fail(env, "threads must be >= 1"), nullptr;
   omp_set_num_threads(static_cast<int>(threads));
   return nullptr;
@@ -240,9 +264,24 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
 napi_value Implementation(napi_env env, napi_callback_info info) {
   BatchNorm* bn = soleHandleArg(env, info, "implementation(handle)");
   if (bn == nullptr) return nullptr;
-  napi_value s;
-  napi_create_string_utf8(env, bn->impl.c_str(), bn->impl.size(), &s);
-  return s;
+  napi_value out;
+  napi_create_object(env, &out);
+  const std::pair<const char*, const std::string*> names[] = {
+      {"fwd-train", &bn->trainImpl}, {"fwd-eval", &bn->inferImpl}, {"bwd", &bn->backwardImpl}};
+  for (const auto& [op, name] : names) {
+    napi_value s;
+    napi_create_string_utf8(env, name->c_str(), name->size(), &s);
+    napi_set_named_property(env, out, op, s);
+  }
+  return out;
+}
+
+napi_value Release(napi_env env, napi_callback_info info) {
+  napi_value arg;
+  if (!soleArg(env, info, "release(handle)", &arg)) return nullptr;
+  Handle* h = handleOf(env, arg);
+  if (h != nullptr) h->bn.reset();
+  return nullptr;
 }
 
 napi_value Version(napi_env env, napi_callback_info) {
@@ -260,6 +299,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"outputs", nullptr, Outputs, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"implementation", nullptr, Implementation, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"version", nullptr, Version, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions);

@@ -133,22 +133,23 @@ class ThreadPool {
   }
 
  public:
-  // Idle workers stop spinning now rather than at the end of their window.
-  void park() { parkRequests_.fetch_add(1, std::memory_order_release); }
+  // Workers that have finished the latest job stop spinning rather than at
+  // the end of their window (and one still running it stops once it is done):
+  // the request names that job, so a job dispatched later cancels it.
+  void park() { parkedGeneration_.store(generation_.load(std::memory_order_acquire), std::memory_order_release); }
 
  private:
   void workerLoop(uint64_t seen) {
     insideWorker_ = true;
     for (;;) {
       uint64_t now = generation_.load(std::memory_order_acquire);
-      const uint64_t parks = parkRequests_.load(std::memory_order_acquire);
       const auto spinUntil = std::chrono::steady_clock::now() + spinWindow_;
       for (int spin = 1; now == seen; ++spin) {
         BNKIT_CPU_RELAX();
         now = generation_.load(std::memory_order_acquire);
         // The clock costs ~20 ns: read it once per 64 relaxes.
         if (spin % 64 == 0 && (std::chrono::steady_clock::now() >= spinUntil ||
-                               parkRequests_.load(std::memory_order_relaxed) != parks)) {
+                               parkedGeneration_.load(std::memory_order_acquire) == seen)) {
           break;
         }
       }
@@ -183,7 +184,8 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   std::atomic<int> nextBlock_{0};
   std::atomic<int> finishedBlocks_{0};
-  std::atomic<uint64_t> parkRequests_{0};
+  // The job generation park() was called after; none before the first call.
+  std::atomic<uint64_t> parkedGeneration_{~uint64_t{0}};
   bool stopping_ = false;
   const std::chrono::microseconds spinWindow_ = workerSpinWindow();
   Job job_;
