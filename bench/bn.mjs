@@ -195,9 +195,9 @@ function exitRivalFailed(flag, error) {
 
 function oneDnnRival(settle) {
   const lib = loadOneDnn();
-  // One handle at a time: groups come shape by shape, layout by layout and
-  // thread count by thread count (oneDNN fixes a primitive's thread count
-  // when it creates it), and S3's handle holds four 103 MB tensors.
+  // One handle at a time, replaced when the shape, layout or thread count
+  // changes (oneDNN fixes a primitive's thread count when it creates it):
+  // groups come in that order, and S3's handle holds four 103 MB tensors.
   let current = null;
   const drop = () => {
     if (current) lib.release(current.handle);
@@ -206,7 +206,6 @@ function oneDnnRival(settle) {
   return {
     key: 'onednn', name: 'oneDNN', info: { version: lib.version() }, rows: [],
     note: 'the system oneDNN, timed in this run, interleaved sample for sample with bnkit (same data, same threads)',
-    newShape: drop,
     participant(g, b, def, channelsLast) {
       const key = `${g.shape}|${g.layout}|${g.threads}`;
       if (current?.key !== key) {
@@ -238,7 +237,6 @@ async function pyTorchRival(explicitPython, settle) {
   return {
     key: 'pytorch', name: 'PyTorch', info: { version: worker.version, python }, rows: [],
     note: 'PyTorch in a child process (bench/lib/torch_bn.py), its calls timed there, interleaved sample for sample with bnkit (same shapes and threads, its own random data)',
-    newShape: () => {},
     async participant(g, b, def, channelsLast) {
       const setup = ['setup', def.n, def.c, g.threads, channelsLast ? 1 : 0, ...def.spatial].join(' ');
       if (setup !== current) {
@@ -328,7 +326,6 @@ async function main() {
       const def = SHAPES[g.shape];
       if (buffersOf !== g.shape) {
         buffers = null; // let the previous shape's arrays go before allocating the next
-        for (const rival of rivals) rival.newShape();
         buffers = shapeBuffers(def);
         buffersOf = g.shape;
         // Backward needs saved statistics from a training forward.
@@ -341,6 +338,7 @@ async function main() {
       const channelsLast = g.layout === 'NHWC';
       const shape = channelsLast ? [def.n, ...def.spatial, def.c] : [def.n, def.c, ...def.spatial];
       bnkit.setNumThreads(g.threads);
+      settle(); // the DRAM anchor copies use bnkit's pool too
       const dramNow = dramSamples.get(g.threads);
       const streamFirst = index % 2 === 0;
       if (streamFirst) dramNow.stream.push(native.streamCopy(dramSrc, dramDst, dramRepsPerGroup, true));

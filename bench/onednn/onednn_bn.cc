@@ -98,13 +98,14 @@ BatchNorm* handleArg(napi_env env, napi_value v) {
   return h->bn.get();
 }
 
-// The handle of a one-argument call such as outputs(handle), or nullptr with an exception pending.
+// The only argument of a call such as release(handle); false with an exception pending.
 bool soleArg(napi_env env, napi_callback_info info, const char* usage, napi_value* arg) {
   size_t argc = 1;
   napi_get_cb_info(env, info, &argc, arg, nullptr, nullptr);
   return argc == 1 || fail(env, usage);
 }
 
+// The handle of a one-argument call such as outputs(handle), or nullptr with an exception pending.
 BatchNorm* soleHandleArg(napi_env env, napi_callback_info info, const char* usage) {
   napi_value arg;
   return soleArg(env, info, usage, &arg) ? handleArg(env, arg) : nullptr;
